@@ -1,0 +1,250 @@
+"""Loading and saving GPTFF networks.
+
+Two file formats are read, both with ``torch.load(..., weights_only=True)``:
+
+* the **published** checkpoints (``{"state_dict", "cfg"}``, upstream key names), mapped onto this
+  project's modules by :func:`published_key_map`; their per-element reference energies are not in the
+  file and come from ``gptff_core/data/atom_refs.json``;
+* the project's **own** checkpoints (``{"format": "gptff-toolkit", "config", "state_dict",
+  "metadata"}``), written by :func:`save_checkpoint`, which carry their config, reference energies
+  and provenance.
+
+A file whose keys or shapes do not match the network is refused with a :class:`CheckpointError`
+that lists the differences.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from gptff_core.devices import resolve_device, resolve_dtype
+from gptff_core.errors import CheckpointError
+from gptff_core.model import GPTFF, GPTFFConfig
+from gptff_core.pretrained import DEFAULT_MODEL, load_checkpoint_file, resolve_checkpoint, sha256_of
+
+PROJECT_FORMAT = "gptff-toolkit"
+PROJECT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a loaded network came from (recorded in every result's provenance)."""
+
+    name: str
+    path: str
+    sha256: str
+    format: str
+    metadata: dict = field(default_factory=dict)
+
+
+def published_reference_energies() -> torch.Tensor:
+    """The 95 per-element reference energies (eV, index = Z) of the published checkpoints."""
+    text = resources.files("gptff_core").joinpath("data/atom_refs.json").read_text()
+    return torch.tensor(json.loads(text)["values"], dtype=torch.float64)
+
+
+def _published_layer_keys(layer: int, transformer: bool) -> dict[str, str]:
+    mine = f"layers.{layer}"
+    names = {
+        f"three.{layer}.W_fea": f"{mine}.three_body.mix",
+        f"three.{layer}.W_1": f"{mine}.three_body.gate",
+        f"three.{layer}.W_2": f"{mine}.three_body.core",
+        f"three.{layer}.bond_embedding_j": f"{mine}.three_body.radial_first",
+        f"three.{layer}.bond_embedding_k": f"{mine}.three_body.radial_second",
+        f"three.{layer}.angle_embedding": f"{mine}.three_body.angle",
+        f"edge_updates.{layer}.W_1": f"{mine}.edge_update.core",
+        f"edge_updates.{layer}.W_2": f"{mine}.edge_update.gate",
+        f"edge_updates.{layer}.W_r": f"{mine}.edge_update.radial",
+        f"edge_updates.{layer}.W_3": f"{mine}.edge_update.out",
+        f"convs.{layer}.fc_full": f"{mine}.atom_update.expand",
+        f"convs.{layer}.W_1": f"{mine}.atom_update.core",
+        f"convs.{layer}.W_2": f"{mine}.atom_update.gate",
+        f"convs.{layer}.W_r": f"{mine}.atom_update.radial",
+    }
+    if transformer:
+        block = f"transformers.{layer}.encoder.layers.0"
+        names |= {
+            f"{block}.self_attn.out_proj": f"{mine}.transformer.out_proj",
+            f"{block}.linear1": f"{mine}.transformer.linear1",
+            f"{block}.linear2": f"{mine}.transformer.linear2",
+            f"{block}.norm1": f"{mine}.transformer.norm1",
+            f"{block}.norm2": f"{mine}.transformer.norm2",
+            f"norms1.{layer}": f"{mine}.pre_norm",
+            f"norms2.{layer}": f"{mine}.post_norm",
+        }
+    keys = {f"{a}.{p}": f"{b}.{p}" for a, b in names.items() for p in ("weight", "bias")}
+    if transformer:
+        block = f"transformers.{layer}.encoder.layers.0.self_attn"
+        keys[f"{block}.in_proj_weight"] = f"{mine}.transformer.in_proj.weight"
+        keys[f"{block}.in_proj_bias"] = f"{mine}.transformer.in_proj.bias"
+    return keys
+
+
+def published_key_map(config: GPTFFConfig) -> tuple[dict[str, str], set[str]]:
+    """Map of published state-dict keys to this project's, and the published keys that are
+    stored but unused by the network (``convs.l.fc_core``)."""
+    keys = {"atom_embedding.weight": "embedding"}
+    for published, mine in [("w_b", "bond_basis_proj"), ("w_eij", "bond_init"),
+                            ("w_r", "bond_init_radial"), ("fc1", "readout.0"),
+                            ("fc2", "readout.2"), ("fc_out", "readout.4")]:  # fmt: skip
+        keys |= {f"{published}.weight": f"{mine}.weight", f"{published}.bias": f"{mine}.bias"}
+    unused = set()
+    for layer in range(config.n_layers):
+        keys |= _published_layer_keys(layer, config.transformer)
+        unused |= {f"convs.{layer}.fc_core.weight", f"convs.{layer}.fc_core.bias"}
+    return keys, unused
+
+
+def _config_from_published(cfg: object, path: Path) -> GPTFFConfig:
+    try:
+        return GPTFFConfig(
+            transformer=bool(cfg["transformer_activate"]),
+            n_layers=int(cfg["n_layers"]),
+            atom_feature_len=int(cfg["node_feature_len"]),
+            bond_feature_len=int(cfg["edge_feature_len"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{path}: its 'cfg' is not a published GPTFF config ({error!r}); expected keys "
+            "transformer_activate, n_layers, node_feature_len, edge_feature_len"
+        ) from error
+
+
+def _check_and_load(model: GPTFF, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load ``state`` into ``model`` after checking every key and shape; refuse any mismatch."""
+    expected = model.state_dict()
+    problems = [f"missing key {k}" for k in expected if k not in state]
+    problems += [f"unexpected key {k}" for k in state if k not in expected]
+    problems += [
+        f"{k}: shape {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the network"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        shown = "; ".join(problems[:8]) + (
+            f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
+        )
+        raise CheckpointError(f"{path} does not match the GPTFF network: {shown}")
+    model.load_state_dict(state)
+
+
+def _published_state(raw: dict, config: GPTFFConfig, path: Path) -> dict[str, torch.Tensor]:
+    state = raw["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: 'state_dict' is not a mapping of tensors")
+    mapping, unused = published_key_map(config)
+    unknown = sorted(set(state) - set(mapping) - unused)
+    missing = sorted(set(mapping) - set(state))
+    if unknown or missing:
+        raise CheckpointError(
+            f"{path} is not a published GPTFF checkpoint of this shape "
+            f"(transformer={config.transformer}, n_layers={config.n_layers}): "
+            f"missing keys {missing[:6]}, unexpected keys {unknown[:6]}"
+        )
+    mine = {mapping[k]: v for k, v in state.items() if k in mapping}
+    mine["reference_energies"] = published_reference_energies()
+    return mine
+
+
+def load_model(
+    model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    smooth: bool | None = None,
+    bond_window: float | None = None,
+    three_body_window: float | None = None,
+) -> GPTFF:
+    """Load a GPTFF network in evaluation mode.
+
+    Args:
+        model: a registry name (``"gptff-v1"``, ``"gptff-v2"``), a checkpoint path (published or
+            this project's format), or an already built :class:`GPTFF` (moved and cast only).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
+        dtype: ``"float32"`` or ``"float64"`` (or the torch dtype).
+        smooth: multiply messages by C² envelopes at the cutoffs (see the README); ``None`` keeps
+            the checkpoint's setting (off for the published networks).
+        bond_window: Å, width of the envelope below the 5 Å bond cutoff (``None``: keep).
+        three_body_window: Å, width of the envelope below the 3.5 Å triplet cutoff (``None``: keep).
+
+    Raises:
+        CheckpointError: the file is missing, corrupted, tampered with, or does not match.
+    """
+    overrides = {
+        k: v
+        for k, v in dict(
+            smooth=smooth, bond_window=bond_window, three_body_window=three_body_window
+        ).items()
+        if v is not None
+    }
+    if isinstance(model, GPTFF):
+        network = model
+        if overrides:
+            network.config = replace(network.config, **overrides)
+    else:
+        path = resolve_checkpoint(model)
+        raw = load_checkpoint_file(path)
+        network = _network_from_file(raw, path, overrides)
+        network.source = ModelSource(
+            name=str(model) if not Path(str(model)).exists() else Path(model).stem,
+            path=str(path),
+            sha256=sha256_of(path),
+            format=raw.get("format", "published"),
+            metadata=raw.get("metadata", {}),
+        )
+    _validate_windows(network.config)
+    return network.to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
+
+
+def _network_from_file(raw: dict, path: Path, overrides: dict) -> GPTFF:
+    if raw.get("format") == PROJECT_FORMAT:
+        config = GPTFFConfig.from_dict(raw.get("config", {}))
+        state = raw.get("state_dict")
+    elif "state_dict" in raw and "cfg" in raw:
+        config = _config_from_published(raw["cfg"], path)
+        state = _published_state(raw, config, path)
+    else:
+        raise CheckpointError(
+            f"{path} is neither a published GPTFF checkpoint (keys 'state_dict', 'cfg') nor this "
+            f"project's format ('format': '{PROJECT_FORMAT}'); its keys are {sorted(raw)[:8]}"
+        )
+    network = GPTFF(replace(config, **overrides))
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: 'state_dict' is not a mapping of tensors")
+    _check_and_load(network, state, path)
+    return network
+
+
+def _validate_windows(config: GPTFFConfig) -> None:
+    for name, window, cutoff in [
+        ("bond_window", config.bond_window, config.bond_cutoff),
+        ("three_body_window", config.three_body_window, config.three_body_cutoff),
+    ]:
+        if not 0.0 < window < cutoff:
+            raise CheckpointError(f"{name} must be between 0 and {cutoff} Å, got {window}")
+
+
+def save_checkpoint(model: GPTFF, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write ``model`` in the project's format (config, float32 weights, reference energies and
+    ``metadata`` such as provenance), atomically. Returns the path."""
+    path = Path(path)
+    payload = {
+        "format": PROJECT_FORMAT,
+        "format_version": PROJECT_FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": {
+            k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()
+        },
+        "metadata": metadata or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+    return path

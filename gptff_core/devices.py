@@ -1,0 +1,33 @@
+"""Parsing of the ``device`` and ``dtype`` options shared by every entry point."""
+
+from __future__ import annotations
+
+import torch
+
+from gptff_core.errors import GPTFFInputError
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"``/``"float64"`` (or the torch dtype) → torch dtype; anything else is refused."""
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise GPTFFInputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available, else CPU)."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise GPTFFInputError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'auto'") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise GPTFFInputError(
+            "device 'cuda' requested but CUDA is not available: use 'cpu' or 'auto'"
+        )
+    return resolved

@@ -1,0 +1,75 @@
+"""Energy, forces and stress of a graph in one autograd pass.
+
+Forces are ``F = −∂E/∂r`` (eV/Å). Stress is ``σ = (1/V) ∂E/∂ε`` at ``ε = 0`` (eV/Å³, positive =
+tensile, ASE's sign), where positions and cell rows of each structure are mapped ``x → x·(I + ε)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gptff_core.graph import Graph
+from gptff_core.model import GPTFF
+
+
+@dataclass
+class Prediction:
+    """Results for the structures of one graph (tensors, detached).
+
+    Attributes:
+        energy: (B,) eV.
+        forces: (N, 3) eV/Å, or None when not asked for.
+        stress: (B, 3, 3) eV/Å³, ASE sign, or None when not asked for; zero for structures whose
+            cell has no volume (see ``has_stress``).
+        has_stress: (B,) whether the structure's cell has a volume, so that a stress is defined.
+    """
+
+    energy: torch.Tensor
+    forces: torch.Tensor | None
+    stress: torch.Tensor | None
+    has_stress: torch.Tensor
+
+
+def evaluate(
+    model: GPTFF,
+    graph: Graph,
+    *,
+    forces: bool = True,
+    stress: bool = True,
+    keep_graph: bool = False,
+) -> Prediction:
+    """Evaluate ``model`` on ``graph``; forces and stress come from one backward pass.
+
+    ``keep_graph=True`` keeps the autograd graph of the results (for training on forces and
+    stress); otherwise they are detached."""
+    has_stress = graph.volumes > 0
+    if not (forces or stress):
+        with torch.inference_mode():
+            energy = model(graph, graph.positions, graph.cells)
+        return Prediction(energy.detach(), None, None, has_stress)
+
+    with torch.enable_grad():
+        positions = graph.positions.detach().requires_grad_(forces)
+        strain = torch.zeros_like(graph.cells, requires_grad=stress)
+        deformation = torch.eye(3, dtype=strain.dtype, device=strain.device) + strain
+        strained_positions = torch.einsum(
+            "ni,nij->nj", positions, deformation[graph.atom_structure]
+        )
+        strained_cells = torch.bmm(graph.cells, deformation)
+        energy = model(graph, strained_positions, strained_cells)
+        inputs = [t for t, wanted in ((positions, forces), (strain, stress)) if wanted]
+        gradients = list(torch.autograd.grad(energy.sum(), inputs, create_graph=keep_graph))
+
+    result_forces = -gradients.pop(0) if forces else None
+    result_stress = None
+    if stress:
+        volume = torch.where(has_stress, graph.volumes, torch.ones_like(graph.volumes))
+        result_stress = gradients.pop(0) / volume[:, None, None]
+        result_stress = torch.where(has_stress[:, None, None], result_stress, 0.0)
+    if not keep_graph:
+        energy = energy.detach()
+        result_forces = None if result_forces is None else result_forces.detach()
+        result_stress = None if result_stress is None else result_stress.detach()
+    return Prediction(energy, result_forces, result_stress, has_stress)

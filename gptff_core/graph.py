@@ -1,0 +1,213 @@
+"""Crystal graphs for GPTFF: bonds (≤ 5.0 Å), triplets (pairs of bonds ≤ 3.5 Å), batching.
+
+A *bond* is an ordered pair ``(i, j, S)`` with ``r_ij = r_j + S·cell − r_i`` and
+``0 < |r_ij| ≤ bond_cutoff``; both directions are present and periodic images of an atom itself are
+bonds. A *triplet* is an ordered pair ``(a, b)`` of two different bonds of the same centre atom that
+are both ≤ ``three_body_cutoff``. Periodicity is honoured per direction (``pbc``): a non-periodic
+direction gets no images.
+
+Neighbours come from `vesin <https://github.com/Luthaf/vesin>`_ (see ``benchmarks/neighbour_lists.py``
+for why vesin rather than matscipy); triplets are built with vectorised index arithmetic.
+Many structures are stacked into one :class:`Graph` with a per-atom structure index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import vesin
+from ase import Atoms
+
+from gptff_core.validation import check_min_distance, check_structure
+
+BOND_CUTOFF = 5.0
+"""Å, bond cutoff of the published network."""
+THREE_BODY_CUTOFF = 3.5
+"""Å, cutoff of the bonds that form triplets in the published network."""
+
+# vesin keeps pairs with d < cutoff; the network's bonds are d ≤ cutoff, so search slightly wider
+# and cut exactly afterwards.
+_SEARCH_MARGIN = 1e-6  # Å
+
+
+@dataclass
+class Graph:
+    """One or more structures stacked into one graph (tensors on one device).
+
+    Attributes:
+        numbers: (N,) atomic numbers.
+        positions: (N, 3) Cartesian positions, Å.
+        cells: (B, 3, 3) cells, Å, rows are lattice vectors.
+        atom_structure: (N,) index of the structure each atom belongs to (atoms are contiguous).
+        atoms_per_structure: (B,) number of atoms of each structure.
+        bond_centre, bond_neighbour: (E,) atom indices i and j of each bond i→j.
+        bond_shift: (E, 3) integer image shift S of each bond (stored in the float dtype).
+        triplet_first, triplet_second: (T,) bond indices a and b of each triplet (a: i→j, b: i→k).
+        volumes: (B,) cell volumes, Å³ (0 where the cell is not full rank).
+    """
+
+    numbers: torch.Tensor
+    positions: torch.Tensor
+    cells: torch.Tensor
+    atom_structure: torch.Tensor
+    atoms_per_structure: torch.Tensor
+    bond_centre: torch.Tensor
+    bond_neighbour: torch.Tensor
+    bond_shift: torch.Tensor
+    triplet_first: torch.Tensor
+    triplet_second: torch.Tensor
+    volumes: torch.Tensor
+
+    @property
+    def n_structures(self) -> int:
+        return int(self.cells.shape[0])
+
+    @property
+    def n_bonds(self) -> int:
+        return int(self.bond_centre.shape[0])
+
+    @property
+    def n_triplets(self) -> int:
+        return int(self.triplet_first.shape[0])
+
+
+@dataclass
+class _StructureGraph:
+    """Index arrays of one structure (numpy, before stacking)."""
+
+    centre: np.ndarray
+    neighbour: np.ndarray
+    shift: np.ndarray
+    triplet_first: np.ndarray
+    triplet_second: np.ndarray
+
+
+def find_bonds(
+    atoms: Atoms, cutoff: float = BOND_CUTOFF
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All bonds of one structure with ``0 < d ≤ cutoff`` (Å), sorted by centre atom.
+
+    Returns:
+        ``(i, j, S, d)``: centre and neighbour indices, integer image shifts (E, 3) and lengths (Å).
+    """
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    box = np.asarray(atoms.cell.array, dtype=np.float64)
+    if not pbc.any():
+        box = np.eye(3)  # ignored by vesin without periodicity, but it needs a non-zero box
+    search = vesin.NeighborList(cutoff=cutoff + _SEARCH_MARGIN, full_list=True, sorted=True)
+    i, j, shifts, d = search.compute(
+        np.asarray(atoms.positions, dtype=np.float64), box, pbc.tolist(), "ijSd"
+    )
+    keep = d <= cutoff
+    return (
+        i[keep].astype(np.int64),
+        j[keep].astype(np.int64),
+        shifts[keep].astype(np.int64),
+        d[keep],
+    )
+
+
+def find_triplets(
+    centre: np.ndarray, length: np.ndarray, cutoff: float = THREE_BODY_CUTOFF
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ordered pairs of different bonds of the same centre, both with length ≤ ``cutoff`` (Å).
+
+    Args:
+        centre: (E,) centre atom of each bond, sorted ascending.
+        length: (E,) bond lengths, Å.
+
+    Returns:
+        ``(a, b)`` bond indices; a centre with ``n`` short bonds gives ``n(n−1)`` triplets.
+    """
+    short = np.flatnonzero(length <= cutoff)
+    if short.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    short_centre = centre[short]
+    # Short bonds are grouped by centre (the bond list is sorted by centre).
+    _, group_start, group_size = np.unique(short_centre, return_index=True, return_counts=True)
+    size_of_bond = np.repeat(group_size, group_size)
+    start_of_bond = np.repeat(group_start, group_size)
+    # Pair every short bond with every short bond of its group (itself included, removed below).
+    first = np.repeat(np.arange(short.size), size_of_bond)
+    pair_offset = np.arange(first.size) - np.repeat(
+        np.cumsum(size_of_bond) - size_of_bond, size_of_bond
+    )
+    second = np.repeat(start_of_bond, size_of_bond) + pair_offset
+    different = first != second
+    return short[first[different]], short[second[different]]
+
+
+def _structure_graph(atoms: Atoms, bond_cutoff: float, three_body_cutoff: float) -> _StructureGraph:
+    centre, neighbour, shift, length = find_bonds(atoms, bond_cutoff)
+    check_min_distance(atoms, centre, neighbour, length)
+    first, second = find_triplets(centre, length, three_body_cutoff)
+    return _StructureGraph(centre, neighbour, shift, first, second)
+
+
+def cell_volume(atoms: Atoms) -> float:
+    """|det(cell)| in Å³; 0 when the cell is not full rank (e.g. a molecule without a box)."""
+    return float(abs(np.linalg.det(np.asarray(atoms.cell.array, dtype=np.float64))))
+
+
+def build_graph(
+    structures: Sequence[Atoms],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    bond_cutoff: float = BOND_CUTOFF,
+    three_body_cutoff: float = THREE_BODY_CUTOFF,
+) -> Graph:
+    """Validate ``structures`` and stack their bonds and triplets into one :class:`Graph`.
+
+    Args:
+        structures: ASE Atoms (positions and cell in Å).
+        dtype: floating dtype of positions, cells and shifts.
+        device: torch device of every tensor.
+        bond_cutoff: Å.
+        three_body_cutoff: Å.
+
+    Raises:
+        StructureError: for an input GPTFF cannot evaluate (see :mod:`gptff_core.validation`).
+    """
+    if len(structures) == 0:
+        from gptff_core.errors import GPTFFInputError
+
+        raise GPTFFInputError("no structures given: pass at least one structure")
+    parts = []
+    for index, atoms in enumerate(structures):
+        check_structure(atoms, label=f"structure {index}" if len(structures) > 1 else "structure")
+        parts.append(_structure_graph(atoms, bond_cutoff, three_body_cutoff))
+
+    atom_counts = np.array([len(atoms) for atoms in structures], dtype=np.int64)
+    bond_counts = np.array([part.centre.size for part in parts], dtype=np.int64)
+    atom_offsets = np.concatenate([[0], np.cumsum(atom_counts)[:-1]])
+    bond_offsets = np.concatenate([[0], np.cumsum(bond_counts)[:-1]])
+
+    def stack(arrays: list[np.ndarray], offsets: np.ndarray) -> torch.Tensor:
+        joined = np.concatenate([a + o for a, o in zip(arrays, offsets, strict=True)])
+        return torch.from_numpy(joined).to(device)
+
+    def floats(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=dtype, device=device)
+
+    return Graph(
+        numbers=torch.from_numpy(
+            np.concatenate([np.asarray(atoms.numbers, dtype=np.int64) for atoms in structures])
+        ).to(device),
+        positions=floats(np.concatenate([atoms.positions for atoms in structures])),
+        cells=floats(np.stack([atoms.cell.array for atoms in structures])),
+        atom_structure=torch.from_numpy(np.repeat(np.arange(len(structures)), atom_counts)).to(
+            device
+        ),
+        atoms_per_structure=torch.from_numpy(atom_counts).to(device),
+        bond_centre=stack([p.centre for p in parts], atom_offsets),
+        bond_neighbour=stack([p.neighbour for p in parts], atom_offsets),
+        bond_shift=floats(np.concatenate([p.shift for p in parts])),
+        triplet_first=stack([p.triplet_first for p in parts], bond_offsets),
+        triplet_second=stack([p.triplet_second for p in parts], bond_offsets),
+        volumes=floats(np.array([cell_volume(atoms) for atoms in structures])),
+    )

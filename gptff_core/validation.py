@@ -1,0 +1,109 @@
+"""Checks on structures before they reach the network, and conversion of pymatgen objects.
+
+Everything here raises :class:`~gptff_core.errors.StructureError` (a ``ValueError``) with a message
+that names the problem and what to do, so bad input never becomes a NaN, a hang or a crash.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+
+from gptff_core.errors import StructureError
+
+MAX_ATOMIC_NUMBER = 94
+"""The published embedding table has 95 rows (index 0 unused): H (1) to Pu (94)."""
+
+MIN_INTERATOMIC_DISTANCE = 0.5
+"""Å. Pairs closer than this are refused. The radial basis goes as 1/d, and the shortest bond in
+any material at ordinary pressure (H₂, 0.74 Å) is well above it; a shorter pair means overlapping
+atoms (a bad structure, a collapsed relaxation or an exploded MD run), not physics GPTFF was
+trained on."""
+
+_MIN_SINGULAR_RATIO = 1e-8  # a periodic cell whose vectors are this close to dependent is refused
+
+
+def as_atoms(structure: object) -> Atoms:
+    """Return ``structure`` as ASE Atoms: accepts ASE Atoms and pymatgen Structure or Molecule.
+
+    Raises:
+        StructureError: for another type, dummy species or partial occupancies.
+    """
+    if isinstance(structure, Atoms):
+        return structure
+    from pymatgen.core import Molecule, Structure
+
+    if isinstance(structure, Structure | Molecule):
+        if not structure.is_ordered:
+            raise StructureError(
+                f"{structure.formula}: sites with partial occupancy cannot be evaluated; "
+                "order the structure first (e.g. pymatgen's OrderDisorderedStructureTransformation)"
+            )
+        from pymatgen.core.periodic_table import DummySpecies
+
+        dummies = {str(sp) for sp in structure.species if isinstance(sp, DummySpecies)}
+        if dummies:
+            raise StructureError(
+                f"dummy species {sorted(dummies)} cannot be evaluated: replace them by elements"
+            )
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        return AseAtomsAdaptor.get_atoms(structure)
+    raise StructureError(
+        f"expected ase.Atoms or a pymatgen Structure/Molecule, got {type(structure).__name__}"
+    )
+
+
+def check_structure(atoms: Atoms, label: str = "structure") -> None:
+    """Refuse a structure GPTFF cannot evaluate.
+
+    Checks: at least one atom; atomic numbers 1–94; finite positions and cell (Å); every periodic
+    direction has a non-zero cell vector and the periodic vectors are linearly independent.
+    Close contacts are checked by :func:`check_min_distance` once neighbours are known.
+    """
+    if len(atoms) == 0:
+        raise StructureError(f"{label} is empty: it has no atoms")
+    numbers = np.asarray(atoms.numbers)
+    bad = (numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)
+    if bad.any():
+        raise StructureError(
+            f"{label}: atomic number(s) {sorted(set(numbers[bad].tolist()))} are outside the "
+            f"elements GPTFF knows (Z = 1 to {MAX_ATOMIC_NUMBER}, H to Pu)"
+        )
+    if not np.isfinite(atoms.positions).all():
+        raise StructureError(f"{label}: positions contain NaN or infinity")
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    if not np.isfinite(cell).all():
+        raise StructureError(f"{label}: the cell contains NaN or infinity")
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any():
+        periodic = cell[pbc]
+        lengths = np.linalg.norm(periodic, axis=1)
+        if (lengths == 0).any():
+            axes = "".join("abc"[k] for k in np.flatnonzero(pbc)[lengths == 0])
+            raise StructureError(
+                f"{label}: periodic direction(s) {axes} have a zero cell vector; set the cell "
+                "or make that direction non-periodic (pbc=False)"
+            )
+        singular = np.linalg.svd(periodic, compute_uv=False)
+        if singular.min() <= _MIN_SINGULAR_RATIO * singular.max():
+            raise StructureError(
+                f"{label}: the periodic cell vectors are linearly dependent (degenerate cell)"
+            )
+
+
+def check_min_distance(
+    atoms: Atoms, centre: np.ndarray, neighbour: np.ndarray, length: np.ndarray
+) -> None:
+    """Refuse any bond shorter than :data:`MIN_INTERATOMIC_DISTANCE` (Å), naming the pair."""
+    if length.size == 0:
+        return
+    shortest = int(np.argmin(length))
+    if length[shortest] < MIN_INTERATOMIC_DISTANCE:
+        symbols = atoms.get_chemical_symbols()
+        i, j = int(centre[shortest]), int(neighbour[shortest])
+        what = "and its own periodic image" if i == j else f"and atom {j} ({symbols[j]})"
+        raise StructureError(
+            f"atom {i} ({symbols[i]}) {what} are {length[shortest]:.3f} Å apart, closer than "
+            f"{MIN_INTERATOMIC_DISTANCE} Å: the structure has overlapping atoms"
+        )
