@@ -1,0 +1,34 @@
+"""Shared fixtures. The published checkpoints come from $GPTFF_MODEL_DIR (default ../shared/models);
+no test touches the network."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+os.environ.setdefault("GPTFF_MODEL_DIR", str(SHARED / "models"))
+REFERENCE_FILE = SHARED / "reference" / "gptff_reference_shared.json"
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict:
+    """The published implementation's energies/forces/stresses on 12 structures."""
+    return json.loads(REFERENCE_FILE.read_text())
+
+
+@pytest.fixture(scope="session")
+def models():
+    """Loaded networks, cached per (name, dtype, smooth)."""
+    from gptff_core import load_model
+
+    cache = {}
+
+    def get(name: str = "gptff-v2", dtype: str = "float64", smooth: bool = False):
+        key = (name, dtype, smooth)
+        if key not in cache:
+            cache[key] = load_model(name, dtype=dtype, smooth=smooth)
+        return cache[key]
+
+    return get
