@@ -38,7 +38,7 @@ class GPTFFCalculator(Calculator):
     gives energy and forces, and asking for its stress raises ``PropertyNotImplementedError``.
     """
 
-    implemented_properties = ("energy", "free_energy", "forces", "stress")  # noqa: RUF012
+    implemented_properties = ("energy", "free_energy", "forces", "stress")
 
     def __init__(
         self,

@@ -2,9 +2,9 @@
 
 Two file formats are read, both with ``torch.load(..., weights_only=True)``:
 
-* the **published** checkpoints (``{"state_dict", "cfg"}``, upstream key names), mapped onto this
-  project's modules by :func:`published_key_map`; their per-element reference energies are not in the
-  file and come from ``gptff_core/data/atom_refs.json``;
+* the **published** checkpoints (``{"state_dict", "cfg"}``, upstream key names), mapped onto
+  this project's modules by :func:`published_key_map`; their per-element reference energies are
+  not in the file and come from ``gptff_core/data/atom_refs.json``;
 * the project's **own** checkpoints (``{"format": "gptff-toolkit", "config", "state_dict",
   "metadata"}``), written by :func:`save_checkpoint`, which carry their config, reference energies
   and provenance.
@@ -231,16 +231,14 @@ def _validate_windows(config: GPTFFConfig) -> None:
 
 
 def save_checkpoint(model: GPTFF, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write ``model`` in the project's format (config, float32 weights, reference energies and
-    ``metadata`` such as provenance), atomically. Returns the path."""
+    """Write ``model`` in the project's format (config, weights in their dtype, float64 reference
+    energies and ``metadata`` such as provenance), atomically. Returns the path."""
     path = Path(path)
     payload = {
         "format": PROJECT_FORMAT,
         "format_version": PROJECT_FORMAT_VERSION,
         "config": model.config.to_dict(),
-        "state_dict": {
-            k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()
-        },
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)

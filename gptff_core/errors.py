@@ -10,7 +10,7 @@ class GPTFFInputError(ValueError):
 
 
 class StructureError(GPTFFInputError):
-    """A structure that cannot be evaluated (unknown element, NaN coordinates, collapsed atoms...)."""
+    """A structure GPTFF cannot evaluate (unknown element, NaN coordinates, overlapping atoms)."""
 
 
 class CheckpointError(GPTFFInputError):

@@ -267,7 +267,7 @@ class GPTFF(nn.Module):
         self.register_buffer(
             "reference_energies", torch.zeros(config.n_embeddings, dtype=torch.float64)
         )
-        """eV per atom of each element (index = Z), added to the network's energy; always float64."""
+        """eV per atom of each element (index = Z), added to the network energy; kept float64."""
 
     def _apply(self, fn, recurse=True):
         # Keep the reference energies in float64 whatever dtype the network is cast to: their
@@ -285,8 +285,8 @@ class GPTFF(nn.Module):
         return total.to(torch.float32)
 
     def embed(self, numbers: torch.Tensor) -> torch.Tensor:
-        """Embedding rows with PyTorch's ``max_norm`` rule: a row with L2 norm above the maximum
-        is scaled by ``max_norm / (norm + 1e-7)`` (the scale is not differentiated, as in PyTorch)."""
+        """Embedding rows with PyTorch's ``max_norm`` rule: a row whose L2 norm exceeds the maximum
+        is scaled by ``max_norm / (norm + 1e-7)`` (the scale is not differentiated, as in torch)."""
         table = self.embedding
         norm = table.detach().norm(dim=-1, keepdim=True)
         limit = self.config.embedding_max_norm
