@@ -6,9 +6,10 @@ bonds. A *triplet* is an ordered pair ``(a, b)`` of two different bonds of the s
 are both ≤ ``three_body_cutoff``. Periodicity is honoured per direction (``pbc``): a non-periodic
 direction gets no images.
 
-Neighbours come from `vesin <https://github.com/Luthaf/vesin>`_ (see ``benchmarks/neighbour_lists.py``
-for why vesin rather than matscipy); triplets are built with vectorised index arithmetic.
-Many structures are stacked into one :class:`Graph` with a per-atom structure index.
+Neighbours come from `vesin <https://github.com/Luthaf/vesin>`_ (see
+``benchmarks/neighbour_lists.py`` for why vesin rather than matscipy); triplets are built with
+vectorised index arithmetic. Many structures are stacked into one :class:`Graph` with a per-atom
+structure index.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 import vesin
 from ase import Atoms
 
-from gptff_core.validation import check_min_distance, check_structure
+from gptff_core.errors import GPTFFInputError, StructureError
+from gptff_core.validation import as_atoms, check_min_distance, check_structure
 
 BOND_CUTOFF = 5.0
 """Å, bond cutoff of the published network."""
@@ -31,6 +33,13 @@ THREE_BODY_CUTOFF = 3.5
 # vesin keeps pairs with d < cutoff; the network's bonds are d ≤ cutoff, so search slightly wider
 # and cut exactly afterwards.
 _SEARCH_MARGIN = 1e-6  # Å
+# vesin bins space into cells about one cutoff wide and caps their number (about 1e5): a search box
+# much longer in one or two directions than in another then kills the process (SIGFPE), and atoms
+# far apart along a non-periodic direction make the search very slow. So empty gaps wider than
+# this along a non-periodic direction are narrowed before the search (bonds are unchanged: no pair
+# across such a gap is within the cutoff), and a box that is still too lopsided is refused.
+_VACUUM_GAP = 20.0  # Å
+_MAX_BIN_ASPECT = 5e4  # (product of bins per direction) / (fewest bins)³; vesin fails near 1e5
 
 
 @dataclass
@@ -85,6 +94,49 @@ class _StructureGraph:
     triplet_second: np.ndarray
 
 
+def _non_periodic_axes(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """Orthonormal rows spanning the directions perpendicular to every periodic cell vector."""
+    periodic = cell[pbc]
+    if len(periodic) == 0:
+        return np.eye(3)
+    return np.linalg.svd(periodic)[2][len(periodic) :]
+
+
+def _narrow_vacuum_gaps(positions: np.ndarray, axes: np.ndarray, gap: float) -> np.ndarray:
+    """Positions with every empty gap wider than ``gap`` (Å) along each of ``axes`` narrowed to
+    ``gap``: pairs closer than ``gap`` along an axis keep their separation, farther pairs stay
+    farther than ``gap``; periodic images move with their atom (the axes are perpendicular to
+    the periodic vectors)."""
+    for axis in axes:
+        coordinate = positions @ axis
+        order = np.argsort(coordinate, kind="stable")
+        excess = np.maximum(np.diff(coordinate[order]) - gap, 0.0)
+        if not excess.any():
+            continue
+        shift = np.empty_like(coordinate)
+        shift[order] = np.concatenate([[0.0], np.cumsum(excess)])
+        positions = positions - shift[:, None] * axis
+    return positions
+
+
+def _check_search_box(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, axes: np.ndarray, cutoff: float
+) -> None:
+    """Refuse a search box (periodic vectors, extent of the atoms along the other directions)
+    so lopsided that vesin's cell list would fail."""
+    extents = np.array([np.ptp(positions @ axis) for axis in axes]).reshape(-1)
+    box = np.concatenate([cell[pbc], axes * np.maximum(extents, cutoff)[:, None]])
+    faces = np.linalg.norm(np.cross(box[[1, 2, 0]], box[[2, 0, 1]]), axis=1)
+    widths = abs(np.linalg.det(box)) / faces
+    bins = np.maximum(1.0, np.floor(widths / cutoff))
+    if bins.prod() / bins.min() ** 3 > _MAX_BIN_ASPECT:
+        size = " × ".join(f"{w:.4g}" for w in widths)
+        raise StructureError(
+            f"the atoms and the periodic cell span a box of {size} Å, too lopsided for the "
+            "neighbour search: use a more compact periodic cell (or make thin directions thicker)"
+        )
+
+
 def find_bonds(
     atoms: Atoms, cutoff: float = BOND_CUTOFF
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -92,15 +144,20 @@ def find_bonds(
 
     Returns:
         ``(i, j, S, d)``: centre and neighbour indices, integer image shifts (E, 3) and lengths (Å).
+
+    Raises:
+        StructureError: the atoms and cell span a box too lopsided for the neighbour search.
     """
     pbc = np.asarray(atoms.pbc, dtype=bool)
     box = np.asarray(atoms.cell.array, dtype=np.float64)
+    axes = _non_periodic_axes(box, pbc)
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    positions = _narrow_vacuum_gaps(positions, axes, max(_VACUUM_GAP, 2.0 * cutoff))
+    _check_search_box(positions, box, pbc, axes, cutoff)
     if not pbc.any():
         box = np.eye(3)  # ignored by vesin without periodicity, but it needs a non-zero box
     search = vesin.NeighborList(cutoff=cutoff + _SEARCH_MARGIN, full_list=True, sorted=True)
-    i, j, shifts, d = search.compute(
-        np.asarray(atoms.positions, dtype=np.float64), box, pbc.tolist(), "ijSd"
-    )
+    i, j, shifts, d = search.compute(positions, box, pbc.tolist(), "ijSd")
     keep = d <= cutoff
     return (
         i[keep].astype(np.int64),
@@ -141,9 +198,14 @@ def find_triplets(
     return short[first[different]], short[second[different]]
 
 
-def _structure_graph(atoms: Atoms, bond_cutoff: float, three_body_cutoff: float) -> _StructureGraph:
-    centre, neighbour, shift, length = find_bonds(atoms, bond_cutoff)
-    check_min_distance(atoms, centre, neighbour, length)
+def _structure_graph(
+    atoms: Atoms, bond_cutoff: float, three_body_cutoff: float, label: str
+) -> _StructureGraph:
+    try:
+        centre, neighbour, shift, length = find_bonds(atoms, bond_cutoff)
+    except StructureError as error:
+        raise StructureError(f"{label}: {error}") from None
+    check_min_distance(atoms, centre, neighbour, length, label)
     first, second = find_triplets(centre, length, three_body_cutoff)
     return _StructureGraph(centre, neighbour, shift, first, second)
 
@@ -164,7 +226,7 @@ def build_graph(
     """Validate ``structures`` and stack their bonds and triplets into one :class:`Graph`.
 
     Args:
-        structures: ASE Atoms (positions and cell in Å).
+        structures: ASE Atoms or pymatgen Structures/Molecules (positions and cell in Å).
         dtype: floating dtype of positions, cells and shifts.
         device: torch device of every tensor.
         bond_cutoff: Å.
@@ -173,14 +235,16 @@ def build_graph(
     Raises:
         StructureError: for an input GPTFF cannot evaluate (see :mod:`gptff_core.validation`).
     """
-    if len(structures) == 0:
-        from gptff_core.errors import GPTFFInputError
-
-        raise GPTFFInputError("no structures given: pass at least one structure")
+    if isinstance(structures, Atoms) or len(structures) == 0:
+        raise GPTFFInputError(
+            "build_graph takes a list of structures: pass at least one, as [atoms]"
+        )
+    structures = [as_atoms(s) for s in structures]
     parts = []
     for index, atoms in enumerate(structures):
-        check_structure(atoms, label=f"structure {index}" if len(structures) > 1 else "structure")
-        parts.append(_structure_graph(atoms, bond_cutoff, three_body_cutoff))
+        label = f"structure {index}" if len(structures) > 1 else "structure"
+        check_structure(atoms, label=label)
+        parts.append(_structure_graph(atoms, bond_cutoff, three_body_cutoff, label))
 
     atom_counts = np.array([len(atoms) for atoms in structures], dtype=np.int64)
     bond_counts = np.array([part.centre.size for part in parts], dtype=np.int64)

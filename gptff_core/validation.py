@@ -6,8 +6,11 @@ that names the problem and what to do, so bad input never becomes a NaN, a hang 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from ase import Atoms
+from ase.geometry import minkowski_reduce
 
 from gptff_core.errors import StructureError
 
@@ -58,7 +61,8 @@ def check_structure(atoms: Atoms, label: str = "structure") -> None:
     """Refuse a structure GPTFF cannot evaluate.
 
     Checks: at least one atom; atomic numbers 1–94; finite positions and cell (Å); every periodic
-    direction has a non-zero cell vector and the periodic vectors are linearly independent.
+    direction has a non-zero cell vector, the periodic vectors are linearly independent and no
+    lattice vector is shorter than :data:`MIN_INTERATOMIC_DISTANCE` (an atom on its own image).
     Close contacts are checked by :func:`check_min_distance` once neighbours are known.
     """
     if len(atoms) == 0:
@@ -90,12 +94,40 @@ def check_structure(atoms: Atoms, label: str = "structure") -> None:
             raise StructureError(
                 f"{label}: the periodic cell vectors are linearly dependent (degenerate cell)"
             )
+        # Checked before any neighbour search: a lattice vector far below the cutoff makes the
+        # search enumerate (cutoff / length)^k images (a hang, then a memory error).
+        try:
+            with np.errstate(all="ignore"):
+                shortest = shortest_lattice_vector(cell, pbc)
+        except (ValueError, RuntimeError, ArithmeticError):  # reduction failed: rounding-level
+            shortest = 0.0  # dependence of the vectors, which the check above let through
+        if not shortest >= MIN_INTERATOMIC_DISTANCE:
+            raise StructureError(
+                f"{label}: every atom and its own periodic image are {shortest:.3g} Å apart "
+                f"(the shortest lattice vector), closer than {MIN_INTERATOMIC_DISTANCE} Å: "
+                "the cell is too small"
+            )
+
+
+def shortest_lattice_vector(cell: np.ndarray, pbc: np.ndarray) -> float:
+    """Length (Å) of the shortest non-zero vector of the lattice spanned by the periodic cell
+    vectors (Minkowski reduction, then all combinations with coefficients −1, 0, 1)."""
+    reduced, _ = minkowski_reduce(np.asarray(cell, dtype=np.float64), pbc=pbc)
+    periodic = np.asarray(reduced)[np.asarray(pbc, dtype=bool)]
+    coefficients = np.array(list(itertools.product((-1, 0, 1), repeat=len(periodic))))
+    coefficients = coefficients[np.abs(coefficients).sum(axis=1) > 0]
+    return float(np.linalg.norm(coefficients @ periodic, axis=1).min())
 
 
 def check_min_distance(
-    atoms: Atoms, centre: np.ndarray, neighbour: np.ndarray, length: np.ndarray
+    atoms: Atoms,
+    centre: np.ndarray,
+    neighbour: np.ndarray,
+    length: np.ndarray,
+    label: str = "structure",
 ) -> None:
-    """Refuse any bond shorter than :data:`MIN_INTERATOMIC_DISTANCE` (Å), naming the pair."""
+    """Refuse any bond shorter than :data:`MIN_INTERATOMIC_DISTANCE` (Å), naming the structure
+    (``label``) and the pair."""
     if length.size == 0:
         return
     shortest = int(np.argmin(length))
@@ -104,6 +136,6 @@ def check_min_distance(
         i, j = int(centre[shortest]), int(neighbour[shortest])
         what = "and its own periodic image" if i == j else f"and atom {j} ({symbols[j]})"
         raise StructureError(
-            f"atom {i} ({symbols[i]}) {what} are {length[shortest]:.3f} Å apart, closer than "
-            f"{MIN_INTERATOMIC_DISTANCE} Å: the structure has overlapping atoms"
+            f"{label}: atom {i} ({symbols[i]}) {what} are {length[shortest]:.3f} Å apart, "
+            f"closer than {MIN_INTERATOMIC_DISTANCE} Å: the structure has overlapping atoms"
         )
