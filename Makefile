@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(VENV)/bin/gptff relax examples/NaCl_rattled.cif --fmax 0.02 --output relaxed_NaCl.cif
+	mkdir -p out
+	$(VENV)/bin/gptff relax examples/NaCl_rattled.cif --fmax 0.02 --output out/NaCl_relaxed.cif
+	$(VENV)/bin/gptff predict out/NaCl_relaxed.cif
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -12,8 +12,8 @@ from gptff_core.predict import Predictions, predict
 
 __all__ = [
     "GPTFF",
-    "GPTFFCalculator",
     "CheckpointError",
+    "GPTFFCalculator",
     "GPTFFConfig",
     "GPTFFInputError",
     "Predictions",

@@ -15,6 +15,7 @@ that lists the differences.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,13 @@ import torch
 from gptff_core.devices import resolve_device, resolve_dtype
 from gptff_core.errors import CheckpointError
 from gptff_core.model import GPTFF, GPTFFConfig
-from gptff_core.pretrained import DEFAULT_MODEL, load_checkpoint_file, resolve_checkpoint, sha256_of
+from gptff_core.pretrained import (
+    DEFAULT_MODEL,
+    PRETRAINED_MODELS,
+    cached_sha256,
+    load_checkpoint_file,
+    resolve_checkpoint,
+)
 
 PROJECT_FORMAT = "gptff-toolkit"
 PROJECT_FORMAT_VERSION = 1
@@ -116,15 +123,20 @@ def _config_from_published(cfg: object, path: Path) -> GPTFFConfig:
         ) from error
 
 
-def _check_and_load(model: GPTFF, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Load ``state`` into ``model`` after checking every key and shape; refuse any mismatch."""
+def _check_and_load(
+    model: GPTFF, state: dict, path: Path, file_keys: dict[str, str] | None = None
+) -> None:
+    """Load ``state`` into ``model`` after checking every key and shape; refuse any mismatch,
+    naming keys as the file holds them (``file_keys`` maps the network's keys to the file's)."""
+    named = (file_keys or {}).get
     expected = model.state_dict()
-    problems = [f"missing key {k}" for k in expected if k not in state]
+    problems = [f"missing key {named(k, k)}" for k in expected if k not in state]
     problems += [f"unexpected key {k}" for k in state if k not in expected]
+    problems += [f"{named(k, k)} is not a tensor" for k in state if not torch.is_tensor(state[k])]
     problems += [
-        f"{k}: shape {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the network"
+        f"{named(k, k)}: shape {tuple(state[k].shape)} in the file, {tuple(v.shape)} expected"
         for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
+        if torch.is_tensor(state.get(k)) and tuple(state[k].shape) != tuple(v.shape)
     ]
     if problems:
         shown = "; ".join(problems[:8]) + (
@@ -134,7 +146,10 @@ def _check_and_load(model: GPTFF, state: dict[str, torch.Tensor], path: Path) ->
     model.load_state_dict(state)
 
 
-def _published_state(raw: dict, config: GPTFFConfig, path: Path) -> dict[str, torch.Tensor]:
+def _published_state(
+    raw: dict, config: GPTFFConfig, path: Path
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The file's tensors under the network's keys, and the map back to the file's keys."""
     state = raw["state_dict"]
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: 'state_dict' is not a mapping of tensors")
@@ -147,9 +162,18 @@ def _published_state(raw: dict, config: GPTFFConfig, path: Path) -> dict[str, to
             f"(transformer={config.transformer}, n_layers={config.n_layers}): "
             f"missing keys {missing[:6]}, unexpected keys {unknown[:6]}"
         )
+    width = config.atom_feature_len
+    for key in sorted(unused):  # stored but unused (fc_core: width → width); still must fit
+        shape = (width, width) if key.endswith("weight") else (width,)
+        found = tuple(state[key].shape) if torch.is_tensor(state[key]) else "not a tensor"
+        if found != shape:
+            raise CheckpointError(
+                f"{path} does not match the GPTFF network: {key}: shape {found} in the file, "
+                f"{shape} expected"
+            )
     mine = {mapping[k]: v for k, v in state.items() if k in mapping}
     mine["reference_energies"] = published_reference_energies()
-    return mine
+    return mine, {v: k for k, v in mapping.items()}
 
 
 def load_model(
@@ -184,17 +208,17 @@ def load_model(
         if v is not None
     }
     if isinstance(model, GPTFF):
-        network = model
-        if overrides:
-            network.config = replace(network.config, **overrides)
+        # never change the caller's network: cast, move or reconfigure a copy
+        network = copy.deepcopy(model)
+        network.config = replace(network.config, **overrides)
     else:
         path = resolve_checkpoint(model)
         raw = load_checkpoint_file(path)
         network = _network_from_file(raw, path, overrides)
         network.source = ModelSource(
-            name=str(model) if not Path(str(model)).exists() else Path(model).stem,
+            name=_registry_name(model) or path.stem,
             path=str(path),
-            sha256=sha256_of(path),
+            sha256=cached_sha256(path),
             format=raw.get("format", "published"),
             metadata=raw.get("metadata", {}),
         )
@@ -202,13 +226,21 @@ def load_model(
     return network.to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
 
 
+def _registry_name(model: str | os.PathLike) -> str | None:
+    """The registry name ``model`` refers to, or None for a path."""
+    if isinstance(model, str) and model.strip().lower() in PRETRAINED_MODELS:
+        return model.strip().lower()
+    return None
+
+
 def _network_from_file(raw: dict, path: Path, overrides: dict) -> GPTFF:
+    file_keys = None
     if raw.get("format") == PROJECT_FORMAT:
         config = GPTFFConfig.from_dict(raw.get("config", {}))
         state = raw.get("state_dict")
     elif "state_dict" in raw and "cfg" in raw:
         config = _config_from_published(raw["cfg"], path)
-        state = _published_state(raw, config, path)
+        state, file_keys = _published_state(raw, config, path)
     else:
         raise CheckpointError(
             f"{path} is neither a published GPTFF checkpoint (keys 'state_dict', 'cfg') nor this "
@@ -217,7 +249,7 @@ def _network_from_file(raw: dict, path: Path, overrides: dict) -> GPTFF:
     network = GPTFF(replace(config, **overrides))
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: 'state_dict' is not a mapping of tensors")
-    _check_and_load(network, state, path)
+    _check_and_load(network, state, path, file_keys)
     return network
 
 

@@ -222,6 +222,7 @@ def build_graph(
     device: torch.device | str = "cpu",
     bond_cutoff: float = BOND_CUTOFF,
     three_body_cutoff: float = THREE_BODY_CUTOFF,
+    labels: Sequence[str] | None = None,
 ) -> Graph:
     """Validate ``structures`` and stack their bonds and triplets into one :class:`Graph`.
 
@@ -231,6 +232,7 @@ def build_graph(
         device: torch device of every tensor.
         bond_cutoff: Å.
         three_body_cutoff: Å.
+        labels: names of the structures in error messages (default: "structure <index>").
 
     Raises:
         StructureError: for an input GPTFF cannot evaluate (see :mod:`gptff_core.validation`).
@@ -241,8 +243,11 @@ def build_graph(
         )
     structures = [as_atoms(s) for s in structures]
     parts = []
-    for index, atoms in enumerate(structures):
-        label = f"structure {index}" if len(structures) > 1 else "structure"
+    if labels is None:
+        labels = [f"structure {i}" for i in range(len(structures))]
+        if len(structures) == 1:
+            labels = ["structure"]
+    for atoms, label in zip(structures, labels, strict=True):
         check_structure(atoms, label=label)
         parts.append(_structure_graph(atoms, bond_cutoff, three_body_cutoff, label))
 

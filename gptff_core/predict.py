@@ -17,11 +17,12 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from gptff_core.checkpoint import load_model
+from gptff_core.errors import GPTFFInputError
 from gptff_core.evaluate import evaluate
 from gptff_core.graph import build_graph
 from gptff_core.model import GPTFF
 from gptff_core.pretrained import DEFAULT_MODEL
-from gptff_core.validation import as_atoms
+from gptff_core.validation import as_atoms, check_structure
 
 
 @dataclass
@@ -55,8 +56,23 @@ def batches_by_atoms(sizes: Sequence[int], max_atoms: int) -> Iterator[list[int]
         yield group
 
 
+def _checked_atoms(structures: object) -> list[Atoms]:
+    """``structures`` (one structure or a sequence) as checked ASE Atoms, refusing an empty
+    input and naming a bad structure by its index in the input."""
+    from pymatgen.core import SiteCollection
+
+    if isinstance(structures, Atoms | SiteCollection):
+        structures = [structures]
+    atoms_list = [as_atoms(s) for s in structures]
+    if not atoms_list:
+        raise GPTFFInputError("no structures given: pass at least one structure")
+    for index, atoms in enumerate(atoms_list):
+        check_structure(atoms, label=f"structure {index}")
+    return atoms_list
+
+
 def predict(
-    structures: Sequence[object],
+    structures: Sequence[object] | object,
     model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
     *,
     device: str = "cpu",
@@ -70,7 +86,7 @@ def predict(
     """Energies, forces and stresses of ``structures`` (ASE Atoms or pymatgen Structures).
 
     Args:
-        structures: the structures; positions and cells in Å.
+        structures: a structure or a sequence of them; positions and cells in Å.
         model: registry name, checkpoint path or a loaded :class:`GPTFF`.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         dtype: ``"float32"`` or ``"float64"``.
@@ -81,11 +97,11 @@ def predict(
         progress: show a progress bar (``None``: only when stderr is a terminal).
 
     Raises:
-        GPTFFInputError: for any structure GPTFF cannot evaluate, naming it, before any work.
+        GPTFFInputError: for an empty input or a structure GPTFF cannot evaluate, named by its
+            index in the input; all structures are checked before any evaluation (close
+            contacts are found with the neighbours, when the structure's batch is built).
     """
-    if isinstance(structures, Atoms) or not isinstance(structures, Sequence):
-        structures = [structures]
-    atoms_list = [as_atoms(s) for s in structures]
+    atoms_list = _checked_atoms(structures)
     network = load_model(model, device=device, dtype=dtype, smooth=smooth)
     parameter = next(network.parameters())
     groups = list(batches_by_atoms([len(a) for a in atoms_list], max_atoms_per_batch))
@@ -97,7 +113,10 @@ def predict(
     with tqdm(total=len(atoms_list), disable=not show, unit="structure") as bar:
         for group in groups:
             graph = build_graph(
-                [atoms_list[i] for i in group], dtype=parameter.dtype, device=parameter.device
+                [atoms_list[i] for i in group],
+                dtype=parameter.dtype,
+                device=parameter.device,
+                labels=[f"structure {i}" for i in group],
             )
             result = evaluate(network, graph, forces=forces, stress=stress)
             counts = graph.atoms_per_structure.tolist()

@@ -81,7 +81,7 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _cached_sha256(path: Path) -> str:
+def cached_sha256(path: Path) -> str:
     """:func:`sha256_of`, memoised in-process on (path, inode, size, mtime)."""
     st = path.stat()
     key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
@@ -94,7 +94,7 @@ def verify_checkpoint(path: str | os.PathLike, expected_sha256: str) -> None:
     """Raise :class:`CheckpointError` unless the file's sha256 equals ``expected_sha256``."""
     path = Path(path)
     try:
-        actual = _cached_sha256(path)
+        actual = cached_sha256(path)
     except OSError as exc:
         raise CheckpointError(f"Cannot read checkpoint {path}: {exc}") from exc
     if actual != expected_sha256.lower():
@@ -253,7 +253,7 @@ def list_models() -> list[dict[str, Any]]:
         status = "missing"
         if found is not None:
             try:
-                actual = _cached_sha256(found)
+                actual = cached_sha256(found)
                 status = "ok" if actual == entry.sha256 else f"corrupt (sha256 {actual})"
             except OSError as exc:
                 status = f"unreadable ({exc})"

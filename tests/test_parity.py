@@ -1,4 +1,4 @@
-"""Parity with the published implementation on the 12 reference structures (v1, v2; float32, float64).
+"""Parity with the published implementation on its 12 reference structures (v1, v2; f32, f64).
 
 The reference generator built its inputs in float32 (positions and cell were rounded to float32
 before the float64 evaluation: with the same rounding the float64 results agree to ~1e-13), so the

@@ -168,11 +168,6 @@ def test_ordered_pymatgen_structure_is_accepted(models):
     assert abs(got.energies[0] - expected.energies[0]) < 1e-10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="predict() wraps a single ase.Atoms in a list but iterates a single pymatgen "
-    "Structure (a Sequence of sites) and refuses each PeriodicSite",
-)
 def test_predict_accepts_a_single_pymatgen_structure(models):
     structure = Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]])
     result = predict(structure, models("gptff-v1", "float64"), dtype="float64")
@@ -194,17 +189,11 @@ def test_build_graph_wants_a_non_empty_list():
         build_graph(bulk("Cu"))  # a bare Atoms, not [atoms]
 
 
-@pytest.mark.xfail(strict=True, reason="predict([]) returns empty results instead of refusing")
 def test_predict_refuses_an_empty_list(models):
     with pytest.raises(GPTFFInputError):
         predict([], models("gptff-v1", "float64"), dtype="float64")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="predict() builds one graph per batch, so a bad structure is named by its index "
-    "within its batch ('structure' or 'structure 0'), not in the input list",
-)
 def test_predict_names_the_bad_structure_across_batches(models):
     good, bad = bulk("Cu"), close_pair()
     with pytest.raises(StructureError, match=r"^structure 2: "):
@@ -285,21 +274,12 @@ def test_mismatched_published_checkpoint(tmp_path, published_v2, change, message
         predict([bulk("Cu")], path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a wrong shape is reported under the project's parameter name "
-    "(layers.0.three_body.mix.weight), not the key the file holds (three.0.W_fea.weight)",
-)
 def test_reshaped_tensor_is_named_by_its_key_in_the_file(tmp_path, published_v2):
     state = edited(published_v2, reshape=["three.0.W_fea.weight"])
     with pytest.raises(CheckpointError, match=re.escape("three.0.W_fea.weight")):
         load_model(write(tmp_path / "bad.pth", state, published_v2["cfg"]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the unused convs.l.fc_core tensors are dropped without checking their shape",
-)
 def test_reshaped_unused_tensor_is_refused(tmp_path, published_v2):
     state = edited(published_v2, reshape=["convs.0.fc_core.weight"])
     with pytest.raises(CheckpointError, match="fc_core"):
