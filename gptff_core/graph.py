@@ -54,7 +54,9 @@ class Graph:
         atoms_per_structure: (B,) number of atoms of each structure.
         bond_centre, bond_neighbour: (E,) atom indices i and j of each bond i→j.
         bond_shift: (E, 3) integer image shift S of each bond (stored in the float dtype).
-        triplet_first, triplet_second: (T,) bond indices a and b of each triplet (a: i→j, b: i→k).
+        short_bonds: (S,) indices of the bonds no longer than the three-body cutoff.
+        triplet_first, triplet_second: (T,) the two bonds a (i→j) and b (i→k) of each triplet, as
+            positions in ``short_bonds``; triplets are grouped by their first bond.
         volumes: (B,) cell volumes, Å³ (0 where the cell is not full rank).
     """
 
@@ -66,6 +68,7 @@ class Graph:
     bond_centre: torch.Tensor
     bond_neighbour: torch.Tensor
     bond_shift: torch.Tensor
+    short_bonds: torch.Tensor
     triplet_first: torch.Tensor
     triplet_second: torch.Tensor
     volumes: torch.Tensor
@@ -90,6 +93,7 @@ class _StructureGraph:
     centre: np.ndarray
     neighbour: np.ndarray
     shift: np.ndarray
+    short_bonds: np.ndarray
     triplet_first: np.ndarray
     triplet_second: np.ndarray
 
@@ -169,7 +173,7 @@ def find_bonds(
 
 def find_triplets(
     centre: np.ndarray, length: np.ndarray, cutoff: float = THREE_BODY_CUTOFF
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ordered pairs of different bonds of the same centre, both with length ≤ ``cutoff`` (Å).
 
     Args:
@@ -177,12 +181,14 @@ def find_triplets(
         length: (E,) bond lengths, Å.
 
     Returns:
-        ``(a, b)`` bond indices; a centre with ``n`` short bonds gives ``n(n−1)`` triplets.
+        ``(short, a, b)``: the indices of the short bonds, and for each triplet the positions of
+        its two bonds in ``short``, grouped by ``a``; a centre with ``n`` short bonds gives
+        ``n(n−1)`` triplets.
     """
     short = np.flatnonzero(length <= cutoff)
     if short.size == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
+        return short.astype(np.int64), empty, empty
     short_centre = centre[short]
     # Short bonds are grouped by centre (the bond list is sorted by centre).
     _, group_start, group_size = np.unique(short_centre, return_index=True, return_counts=True)
@@ -195,7 +201,7 @@ def find_triplets(
     )
     second = np.repeat(start_of_bond, size_of_bond) + pair_offset
     different = first != second
-    return short[first[different]], short[second[different]]
+    return short.astype(np.int64), first[different], second[different]
 
 
 def _structure_graph(
@@ -206,8 +212,8 @@ def _structure_graph(
     except StructureError as error:
         raise StructureError(f"{label}: {error}") from None
     check_min_distance(atoms, centre, neighbour, length, label)
-    first, second = find_triplets(centre, length, three_body_cutoff)
-    return _StructureGraph(centre, neighbour, shift, first, second)
+    short, first, second = find_triplets(centre, length, three_body_cutoff)
+    return _StructureGraph(centre, neighbour, shift, short, first, second)
 
 
 def cell_volume(atoms: Atoms) -> float:
@@ -253,8 +259,10 @@ def build_graph(
 
     atom_counts = np.array([len(atoms) for atoms in structures], dtype=np.int64)
     bond_counts = np.array([part.centre.size for part in parts], dtype=np.int64)
+    short_counts = np.array([part.short_bonds.size for part in parts], dtype=np.int64)
     atom_offsets = np.concatenate([[0], np.cumsum(atom_counts)[:-1]])
     bond_offsets = np.concatenate([[0], np.cumsum(bond_counts)[:-1]])
+    short_offsets = np.concatenate([[0], np.cumsum(short_counts)[:-1]])
 
     def stack(arrays: list[np.ndarray], offsets: np.ndarray) -> torch.Tensor:
         joined = np.concatenate([a + o for a, o in zip(arrays, offsets, strict=True)])
@@ -276,7 +284,8 @@ def build_graph(
         bond_centre=stack([p.centre for p in parts], atom_offsets),
         bond_neighbour=stack([p.neighbour for p in parts], atom_offsets),
         bond_shift=floats(np.concatenate([p.shift for p in parts])),
-        triplet_first=stack([p.triplet_first for p in parts], bond_offsets),
-        triplet_second=stack([p.triplet_second for p in parts], bond_offsets),
+        short_bonds=stack([p.short_bonds for p in parts], bond_offsets),
+        triplet_first=stack([p.triplet_first for p in parts], short_offsets),
+        triplet_second=stack([p.triplet_second for p in parts], short_offsets),
         volumes=floats(np.array([cell_volume(atoms) for atoms in structures])),
     )

@@ -74,12 +74,57 @@ def cutoff_envelope(distance: torch.Tensor, cutoff: float, window: float) -> tor
     return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
 
 
+@dataclass
+class BondGeometry:
+    """Per-graph geometry shared by every layer (bonds E, short bonds S, triplets T).
+
+    Attributes:
+        centre, neighbour: (E,) atoms i and j of each bond i→j.
+        basis: (E, n_radial) radial basis of the bond lengths at the 5 Å cutoff, Å⁻¹.
+        short_centre, short_neighbour: (S,) atoms of the short bonds.
+        short_basis: (S, n_radial) radial basis of the short bonds at the 3.5 Å cutoff, Å⁻¹.
+        cosine: (T,) cosine of each triplet's angle (clamped and scaled as published).
+        bond_envelope: (E,) smooth-mode envelope at 5 Å, or None.
+        short_envelope: (S,) smooth-mode envelope at 3.5 Å, or None.
+    """
+
+    centre: torch.Tensor
+    neighbour: torch.Tensor
+    basis: torch.Tensor
+    short_centre: torch.Tensor
+    short_neighbour: torch.Tensor
+    short_basis: torch.Tensor
+    cosine: torch.Tensor
+    bond_envelope: torch.Tensor | None
+    short_envelope: torch.Tensor | None
+
+
+def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``values[index]`` (``index_select``: its backward is a fast ``index_add``)."""
+    return torch.index_select(values, 0, index)
+
+
+def _split_input(layer: nn.Linear, widths: list[int]) -> list[torch.Tensor]:
+    """The blocks of ``layer.weight`` acting on each part of a concatenated input.
+
+    ``W·[x₁, x₂, …] = W₁·x₁ + W₂·x₂ + …``: each part is projected once per atom or bond and the
+    projections are gathered, instead of gathering and concatenating the inputs per bond or
+    triplet and multiplying the wide concatenation."""
+    return list(layer.weight.split(widths, dim=1))
+
+
 class ThreeBodyUpdate(nn.Module):
-    """Adds to each bond a the messages of the triplets (a: i→j, b: i→k) that start with it."""
+    """Adds to each bond a the messages of the triplets (a: i→j, b: i→k) that start with it:
+    ``m = σ(W1·x)⊙silu(W2·x)⊙Bj(T_a)⊙Bk(T_b)⊙A(cosθ)``, ``x = silu(W·[h_i, h_j, h_k, e_a, e_b])``.
+
+    Computed per short bond wherever possible: ``W·[…]`` is the sum of a part that depends on
+    the first bond and a part that depends on the second, and ``Bj(T_a)`` (with the smooth
+    envelope of a) multiplies the sum over triplets after it is taken."""
 
     def __init__(self, config: GPTFFConfig):
         super().__init__()
         a, b = config.atom_feature_len, config.bond_feature_len
+        self.widths = [a, a, a, b, b]
         self.mix = nn.Linear(3 * a + 2 * b, b)  # [h_i, h_j, h_k, e_a, e_b]
         self.gate = nn.Linear(b, b)
         self.core = nn.Linear(b, b)
@@ -88,37 +133,32 @@ class ThreeBodyUpdate(nn.Module):
         self.angle = nn.Linear(1, b)
 
     def forward(
-        self,
-        h: torch.Tensor,
-        e: torch.Tensor,
-        graph: Graph,
-        short_basis: torch.Tensor,
-        cosine: torch.Tensor,
-        triplet_envelope: torch.Tensor | None,
+        self, h: torch.Tensor, e: torch.Tensor, graph: Graph, geometry: BondGeometry
     ) -> torch.Tensor:
         first, second = graph.triplet_first, graph.triplet_second
-        centre = graph.bond_centre[first]
-        x = torch.cat(
-            [
-                h[centre],
-                h[graph.bond_neighbour[first]],
-                h[graph.bond_neighbour[second]],
-                e[first],
-                e[second],
-            ],
-            dim=-1,
+        w_i, w_j, w_k, w_a, w_b = _split_input(self.mix, self.widths)
+        short_e = _gather(e, graph.short_bonds)
+        as_first = (
+            _gather(F.linear(h, w_i), geometry.short_centre)
+            + _gather(F.linear(h, w_j), geometry.short_neighbour)
+            + F.linear(short_e, w_a, self.mix.bias)
         )
-        x = F.silu(self.mix(x))
-        message = (
-            torch.sigmoid(self.gate(x))
-            * F.silu(self.core(x))
-            * self.radial_first(short_basis)[first]
-            * self.radial_second(short_basis)[second]
-            * self.angle(cosine.unsqueeze(-1))
-        )
-        if triplet_envelope is not None:
-            message = message * triplet_envelope.unsqueeze(-1)
-        return e.index_add(0, first, message)
+        as_second = _gather(F.linear(h, w_k), geometry.short_neighbour) + F.linear(short_e, w_b)
+        x = F.silu(_gather(as_first, first) + _gather(as_second, second))
+        gate, core = F.linear(
+            x,
+            torch.cat([self.gate.weight, self.core.weight]),
+            torch.cat([self.gate.bias, self.core.bias]),
+        ).chunk(2, dim=-1)
+        radial_first = self.radial_first(geometry.short_basis)
+        radial_second = self.radial_second(geometry.short_basis)
+        if geometry.short_envelope is not None:
+            radial_first = radial_first * geometry.short_envelope.unsqueeze(-1)
+            radial_second = radial_second * geometry.short_envelope.unsqueeze(-1)
+        angle = torch.addcmul(self.angle.bias, geometry.cosine.unsqueeze(-1), self.angle.weight.T)
+        message = torch.sigmoid(gate) * F.silu(core) * _gather(radial_second, second) * angle
+        per_first_bond = short_e.new_zeros(short_e.shape).index_add(0, first, message)
+        return e.index_add(0, graph.short_bonds, per_first_bond * radial_first)
 
 
 class EdgeUpdate(nn.Module):
@@ -127,17 +167,24 @@ class EdgeUpdate(nn.Module):
     def __init__(self, config: GPTFFConfig):
         super().__init__()
         a, b = config.atom_feature_len, config.bond_feature_len
+        self.widths = [a, a, b]
         self.core = nn.Linear(2 * a + b, b)
         self.gate = nn.Linear(2 * a + b, b)
         self.radial = nn.Linear(config.n_radial, b)
         self.out = nn.Linear(b, b)
 
-    def forward(
-        self, h: torch.Tensor, e: torch.Tensor, graph: Graph, basis: torch.Tensor
-    ) -> torch.Tensor:
-        y = torch.cat([h[graph.bond_centre], h[graph.bond_neighbour], e], dim=-1)
-        u = F.silu(self.core(y)) * torch.sigmoid(self.gate(y))
-        return e + F.silu(self.out(u)) * self.radial(basis)
+    def forward(self, h: torch.Tensor, e: torch.Tensor, geometry: BondGeometry) -> torch.Tensor:
+        core_i, core_j, core_e = _split_input(self.core, self.widths)
+        gate_i, gate_j, gate_e = _split_input(self.gate, self.widths)
+        # core and gate side by side: one projection per atom side and one per bond
+        y = (
+            _gather(F.linear(h, torch.cat([core_i, gate_i])), geometry.centre)
+            + _gather(F.linear(h, torch.cat([core_j, gate_j])), geometry.neighbour)
+            + F.linear(e, torch.cat([core_e, gate_e]), torch.cat([self.core.bias, self.gate.bias]))
+        )
+        core, gate = y.chunk(2, dim=-1)
+        u = F.silu(core) * torch.sigmoid(gate)
+        return e + F.silu(self.out(u)) * self.radial(geometry.basis)
 
 
 class AtomUpdate(nn.Module):
@@ -146,24 +193,28 @@ class AtomUpdate(nn.Module):
     def __init__(self, config: GPTFFConfig):
         super().__init__()
         a, b = config.atom_feature_len, config.bond_feature_len
+        self.widths = [a, a, b]
         self.expand = nn.Linear(2 * a + b, config.conv_hidden_len)
         self.core = nn.Linear(config.conv_hidden_len, a)
         self.gate = nn.Linear(config.conv_hidden_len, a)
         self.radial = nn.Linear(config.n_radial, a)
 
-    def forward(
-        self,
-        h: torch.Tensor,
-        e: torch.Tensor,
-        graph: Graph,
-        basis: torch.Tensor,
-        bond_envelope: torch.Tensor | None,
-    ) -> torch.Tensor:
-        g = F.silu(self.expand(torch.cat([h[graph.bond_centre], h[graph.bond_neighbour], e], -1)))
-        message = F.silu(self.core(g)) * torch.sigmoid(self.gate(g)) * self.radial(basis)
-        if bond_envelope is not None:
-            message = message * bond_envelope.unsqueeze(-1)
-        return h.index_add(0, graph.bond_centre, message)
+    def forward(self, h: torch.Tensor, e: torch.Tensor, geometry: BondGeometry) -> torch.Tensor:
+        w_i, w_j, w_e = _split_input(self.expand, self.widths)
+        g = F.silu(
+            _gather(F.linear(h, w_i), geometry.centre)
+            + _gather(F.linear(h, w_j), geometry.neighbour)
+            + F.linear(e, w_e, self.expand.bias)
+        )
+        core, gate = F.linear(
+            g,
+            torch.cat([self.core.weight, self.gate.weight]),
+            torch.cat([self.core.bias, self.gate.bias]),
+        ).chunk(2, dim=-1)
+        radial = self.radial(geometry.basis)
+        if geometry.bond_envelope is not None:
+            radial = radial * geometry.bond_envelope.unsqueeze(-1)
+        return h.index_add(0, geometry.centre, F.silu(core) * torch.sigmoid(gate) * radial)
 
 
 class AtomTransformer(nn.Module):
@@ -235,10 +286,12 @@ class InteractionLayer(nn.Module):
             self.transformer = AtomTransformer(config)
             self.post_norm = nn.LayerNorm(config.atom_feature_len)
 
-    def forward(self, h, e, graph, basis, short_basis, cosine, bond_envelope, triplet_envelope):
-        e = self.three_body(h, e, graph, short_basis, cosine, triplet_envelope)
-        e = self.edge_update(h, e, graph, basis)
-        h = self.atom_update(h, e, graph, basis, bond_envelope)
+    def forward(
+        self, h: torch.Tensor, e: torch.Tensor, graph: Graph, geometry: BondGeometry
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.three_body(h, e, graph, geometry)
+        e = self.edge_update(h, e, geometry)
+        h = self.atom_update(h, e, geometry)
         if hasattr(self, "transformer"):
             h = self.pre_norm(h)
             h = self.post_norm(self.transformer(h, graph)) + h
@@ -293,32 +346,53 @@ class GPTFF(nn.Module):
         scale = torch.where(norm > limit, limit / (norm + 1e-7), torch.ones_like(norm))
         return (table * scale)[numbers]
 
-    def forward(self, graph: Graph, positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        """Energies (eV), shape (structures,), of ``graph`` at ``positions`` (N, 3) and ``cells``
-        (B, 3, 3), both in Å (they may carry a strain for the stress)."""
+    def geometry(self, graph: Graph, positions: torch.Tensor, cells: torch.Tensor) -> BondGeometry:
+        """Bond vectors, lengths, radial bases, triplet cosines and envelopes at ``positions``
+        (N, 3) and ``cells`` (B, 3, 3), Å."""
         cfg = self.config
         centre, neighbour = graph.bond_centre, graph.bond_neighbour
         image = torch.einsum("ek,ekl->el", graph.bond_shift, cells[graph.atom_structure[centre]])
-        vectors = positions[neighbour] + image - positions[centre]
+        vectors = _gather(positions, neighbour) + image - _gather(positions, centre)
         length = vectors.norm(dim=-1)
-        basis = radial_basis(length, cfg.n_radial, cfg.bond_cutoff)
-        short_basis = radial_basis(length, cfg.n_radial, cfg.three_body_cutoff)
+        short_vectors = _gather(vectors, graph.short_bonds)
+        short_length = _gather(length, graph.short_bonds)
         first, second = graph.triplet_first, graph.triplet_second
-        cosine = (vectors[first] * vectors[second]).sum(-1) / (length[first] * length[second])
-        cosine = cosine.clamp(-1.0, 1.0) * (1.0 - 1e-6)
+        cosine = (_gather(short_vectors, first) * _gather(short_vectors, second)).sum(-1) / (
+            _gather(short_length, first) * _gather(short_length, second)
+        )
+        smooth = cfg.smooth
+        return BondGeometry(
+            centre=centre,
+            neighbour=neighbour,
+            basis=radial_basis(length, cfg.n_radial, cfg.bond_cutoff),
+            short_centre=_gather(centre, graph.short_bonds),
+            short_neighbour=_gather(neighbour, graph.short_bonds),
+            short_basis=radial_basis(short_length, cfg.n_radial, cfg.three_body_cutoff),
+            cosine=cosine.clamp(-1.0, 1.0) * (1.0 - 1e-6),
+            bond_envelope=cutoff_envelope(length, cfg.bond_cutoff, cfg.bond_window)
+            if smooth
+            else None,
+            short_envelope=cutoff_envelope(
+                short_length, cfg.three_body_cutoff, cfg.three_body_window
+            )
+            if smooth
+            else None,
+        )
 
-        bond_envelope = triplet_envelope = None
-        if cfg.smooth:
-            bond_envelope = cutoff_envelope(length, cfg.bond_cutoff, cfg.bond_window)
-            short = cutoff_envelope(length, cfg.three_body_cutoff, cfg.three_body_window)
-            triplet_envelope = short[first] * short[second]
-
+    def forward(self, graph: Graph, positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Energies (eV), shape (structures,), of ``graph`` at ``positions`` (N, 3) and ``cells``
+        (B, 3, 3), both in Å (they may carry a strain for the stress)."""
+        geometry = self.geometry(graph, positions, cells)
         h = self.embed(graph.numbers)
-        e = self.bond_init(
-            torch.cat([h[centre], h[neighbour], self.bond_basis_proj(basis)], dim=-1)
-        ) * self.bond_init_radial(basis)
+        a = self.config.atom_feature_len
+        w_i, w_j, w_basis = _split_input(self.bond_init, [a, a, self.config.bond_feature_len])
+        e = (
+            _gather(F.linear(h, w_i), geometry.centre)
+            + _gather(F.linear(h, w_j), geometry.neighbour)
+            + F.linear(self.bond_basis_proj(geometry.basis), w_basis, self.bond_init.bias)
+        ) * self.bond_init_radial(geometry.basis)
         for layer in self.layers:
-            h, e = layer(h, e, graph, basis, short_basis, cosine, bond_envelope, triplet_envelope)
+            h, e = layer(h, e, graph, geometry)
 
         pooled = h.new_zeros(graph.n_structures, h.shape[-1]).index_add(0, graph.atom_structure, h)
         return self.readout(pooled).squeeze(-1) + self.reference_energy(graph).to(h.dtype)
