@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gptff_core.graph import Graph
+from gptff_core.triplets import triplet_messages
 
 
 @dataclass(frozen=True)
@@ -144,20 +145,23 @@ class ThreeBodyUpdate(nn.Module):
             + F.linear(short_e, w_a, self.mix.bias)
         )
         as_second = _gather(F.linear(h, w_k), geometry.short_neighbour) + F.linear(short_e, w_b)
-        x = F.silu(_gather(as_first, first) + _gather(as_second, second))
-        gate, core = F.linear(
-            x,
-            torch.cat([self.gate.weight, self.core.weight]),
-            torch.cat([self.gate.bias, self.core.bias]),
-        ).chunk(2, dim=-1)
         radial_first = self.radial_first(geometry.short_basis)
         radial_second = self.radial_second(geometry.short_basis)
         if geometry.short_envelope is not None:
             radial_first = radial_first * geometry.short_envelope.unsqueeze(-1)
             radial_second = radial_second * geometry.short_envelope.unsqueeze(-1)
-        angle = torch.addcmul(self.angle.bias, geometry.cosine.unsqueeze(-1), self.angle.weight.T)
-        message = torch.sigmoid(gate) * F.silu(core) * _gather(radial_second, second) * angle
-        per_first_bond = short_e.new_zeros(short_e.shape).index_add(0, first, message)
+        per_first_bond = triplet_messages(
+            as_first,
+            as_second,
+            first,
+            second,
+            torch.cat([self.gate.weight, self.core.weight]),
+            torch.cat([self.gate.bias, self.core.bias]),
+            radial_second,
+            geometry.cosine,
+            self.angle.weight.T,
+            self.angle.bias,
+        )
         return e.index_add(0, graph.short_bonds, per_first_bond * radial_first)
 
 
