@@ -1,0 +1,114 @@
+"""GPTFF as a TorchSim model, for batched relaxations and molecular dynamics.
+
+TorchSim (``pip install "gptff[torchsim]"``, import name ``torch_sim``) is an optional extra:
+this module imports it, :mod:`gptff_core` does not import this module.
+
+Conventions (checked against torch-sim-atomistic 0.3.0):
+
+* ``SimState.cell`` holds the lattice vectors as **columns**, (B, 3, 3); GPTFF's graphs hold them
+  as rows, so the model reads ``state.row_vector_cell``.
+* Stress has ASE's sign in both (positive = tensile, ``σ = (1/V) ∂E/∂ε``): TorchSim's cell
+  optimizers and barostats form the cell force ``−V·(σ + P_ext)``, and its own models (MACE,
+  Lennard-Jones) return that sign. GPTFF's stress is therefore returned unchanged.
+* Units are TorchSim's "metal" units: Å, eV, eV/Å, eV/Å³.
+
+Example::
+
+    import torch_sim as ts
+    from gptff_core.torchsim import GPTFFTorchSimModel
+
+    model = GPTFFTorchSimModel("gptff-v2", dtype="float64")
+    relaxed = ts.optimize(structures, model, optimizer=ts.frechet_cell_fire)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import torch
+import torch_sim as ts
+from torch_sim.models.interface import ModelInterface
+from torch_sim.typing import StateDict
+
+from gptff_core.checkpoint import load_model
+from gptff_core.evaluate import evaluate
+from gptff_core.graph import build_graph
+from gptff_core.model import GPTFF
+from gptff_core.pretrained import DEFAULT_MODEL
+
+
+class GPTFFTorchSimModel(ModelInterface):
+    """GPTFF energies, forces and stresses of every system of a TorchSim state at once.
+
+    Args:
+        model: registry name (``"gptff-v1"``, ``"gptff-v2"``), checkpoint path, or a loaded
+            :class:`~gptff_core.model.GPTFF` (copied, then moved and cast).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a torch device.
+        dtype: ``"float32"`` or ``"float64"`` (or the torch dtype); states are evaluated in it.
+        compute_forces: return ``forces`` (TorchSim's optimizers and integrators need them).
+        compute_stress: return ``stress`` (cell filters and barostats need it).
+        smooth: multiply messages by C² envelopes at the cutoffs, which MD and relaxations
+            benefit from (``None``: the checkpoint's setting, off for the published networks).
+
+    The neighbour list is built on the CPU from each system (through ASE Atoms, as in
+    :class:`~gptff_core.calculator.GPTFFCalculator`); the energy is then evaluated at the state's
+    own position and cell tensors on the model's device.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float32",
+        compute_forces: bool = True,
+        compute_stress: bool = True,
+        smooth: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = load_model(model, device=device, dtype=dtype, smooth=smooth)
+        parameter = next(self.model.parameters())
+        self._device = parameter.device
+        self._dtype = parameter.dtype
+        self._compute_forces = compute_forces
+        self._compute_stress = compute_stress
+
+    def forward(self, state: ts.SimState | StateDict, **_) -> dict[str, torch.Tensor]:
+        """Evaluate every system of ``state`` in one batched pass.
+
+        Args:
+            state: a :class:`torch_sim.SimState`, or a dict of its fields (``positions``,
+                ``cell`` with column vectors, ``pbc``, ``atomic_numbers``, ``system_idx``).
+
+        Returns:
+            ``energy`` (B,) eV; ``forces`` (N, 3) eV/Å if ``compute_forces``; ``stress``
+            (B, 3, 3) eV/Å³, positive = tensile, if ``compute_stress`` (zero for a system whose
+            cell has no volume). Tensors are detached, in the model's dtype and on its device.
+
+        Raises:
+            StructureError: a system GPTFF cannot evaluate (atoms too close, unknown element...).
+        """
+        if isinstance(state, dict):
+            masses = torch.ones_like(state["positions"][:, 0])
+            state = ts.SimState(**state, masses=masses)
+        graph = build_graph(
+            ts.io.state_to_atoms(state),
+            dtype=self._dtype,
+            device=self._device,
+            labels=[f"system {i}" for i in range(state.n_systems)],
+        )
+        graph = replace(
+            graph,
+            positions=state.positions.detach().to(device=self._device, dtype=self._dtype),
+            cells=state.row_vector_cell.detach().to(device=self._device, dtype=self._dtype),
+        )
+        result = evaluate(
+            self.model, graph, forces=self._compute_forces, stress=self._compute_stress
+        )
+        output = {"energy": result.energy}
+        if self._compute_forces:
+            output["forces"] = result.forces
+        if self._compute_stress:
+            output["stress"] = result.stress
+        return output
