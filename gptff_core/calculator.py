@@ -3,6 +3,8 @@
 ``GPTFFCalculator`` computes energy, free energy, forces and stress in one autograd pass whatever
 property ASE asks for first, so cell filters (``FrechetCellFilter``) and NPT dynamics always see a
 stress consistent with the energy. Units: eV, eV/Å, eV/Å³ (ASE sign: positive = tensile).
+With ``skin > 0`` successive calls reuse the neighbour search (:mod:`gptff_core.neighbours`) and
+give the same numbers as a fresh graph every call.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from gptff_core.checkpoint import load_model
 from gptff_core.evaluate import evaluate
 from gptff_core.graph import build_graph
 from gptff_core.model import GPTFF
+from gptff_core.neighbours import VerletGraphBuilder
 from gptff_core.pretrained import DEFAULT_MODEL
 
 
 class GPTFFCalculator(Calculator):
     """GPTFF as an ASE calculator.
+
+    Stress is reported only for structures whose cell has a volume; a molecule without a box
+    gives energy and forces, and asking for its stress raises ``PropertyNotImplementedError``.
 
     Args:
         model: registry name (``"gptff-v1"``, ``"gptff-v2"``), checkpoint path, or a loaded
@@ -33,9 +39,14 @@ class GPTFFCalculator(Calculator):
             cutoffs (``None``: the checkpoint's setting, off for the published networks).
         bond_window: Å, envelope width below the 5 Å bond cutoff when smooth.
         three_body_window: Å, envelope width below the 3.5 Å triplet cutoff when smooth.
+        skin: Å; 0 (default) searches for neighbours on every call, a positive skin keeps the
+            pairs within 5 Å + skin and searches again only when atoms or the cell have moved
+            enough that a bond could be missing (1.0 Å is recommended for MD and relaxations).
+            Bonds, triplets and results are the same either way.
 
-    Stress is reported only for structures whose cell has a volume; a molecule without a box
-    gives energy and forces, and asking for its stress raises ``PropertyNotImplementedError``.
+    Attributes:
+        graph_builder: the :class:`~gptff_core.neighbours.VerletGraphBuilder` used when
+            ``skin > 0`` (its ``n_rebuilds`` counts neighbour searches), else ``None``.
     """
 
     implemented_properties = ("energy", "free_energy", "forces", "stress")
@@ -48,6 +59,7 @@ class GPTFFCalculator(Calculator):
         smooth: bool | None = None,
         bond_window: float | None = None,
         three_body_window: float | None = None,
+        skin: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -61,6 +73,7 @@ class GPTFFCalculator(Calculator):
         )
         parameter = next(self.model.parameters())
         self._dtype, self._device = parameter.dtype, parameter.device
+        self.graph_builder = VerletGraphBuilder(skin) if skin != 0 else None
 
     def calculate(
         self,
@@ -69,7 +82,10 @@ class GPTFFCalculator(Calculator):
         system_changes: list[str] = all_changes,
     ) -> None:
         super().calculate(atoms, properties, system_changes)
-        graph = build_graph([self.atoms], dtype=self._dtype, device=self._device)
+        if self.graph_builder is None:
+            graph = build_graph([self.atoms], dtype=self._dtype, device=self._device)
+        else:
+            graph = self.graph_builder.build(self.atoms, dtype=self._dtype, device=self._device)
         has_volume = bool(graph.volumes[0] > 0)
         result = evaluate(self.model, graph, forces=True, stress=has_volume)
         energy = float(result.energy[0])

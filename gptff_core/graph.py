@@ -211,9 +211,45 @@ def _structure_graph(
         centre, neighbour, shift, length = find_bonds(atoms, bond_cutoff)
     except StructureError as error:
         raise StructureError(f"{label}: {error}") from None
+    return _with_triplets(atoms, centre, neighbour, shift, length, three_body_cutoff, label)
+
+
+def _with_triplets(
+    atoms: Atoms,
+    centre: np.ndarray,
+    neighbour: np.ndarray,
+    shift: np.ndarray,
+    length: np.ndarray,
+    three_body_cutoff: float,
+    label: str,
+) -> _StructureGraph:
     check_min_distance(atoms, centre, neighbour, length, label)
     short, first, second = find_triplets(centre, length, three_body_cutoff)
     return _StructureGraph(centre, neighbour, shift, short, first, second)
+
+
+def graph_from_bonds(
+    atoms: Atoms,
+    centre: np.ndarray,
+    neighbour: np.ndarray,
+    shift: np.ndarray,
+    length: np.ndarray,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    three_body_cutoff: float = THREE_BODY_CUTOFF,
+    label: str = "structure",
+) -> Graph:
+    """The :class:`Graph` of one structure whose bonds are already known (as :func:`find_bonds`
+    returns them, sorted by centre atom; lengths in Å): checks the shortest bond and adds the
+    triplets of bonds ≤ ``three_body_cutoff`` (Å). The structure itself is not validated here
+    (see :func:`~gptff_core.validation.check_structure`).
+
+    Raises:
+        StructureError: a bond is shorter than the minimum interatomic distance.
+    """
+    part = _with_triplets(atoms, centre, neighbour, shift, length, three_body_cutoff, label)
+    return _stack([atoms], [part], dtype, device)
 
 
 def cell_volume(atoms: Atoms) -> float:
@@ -256,7 +292,16 @@ def build_graph(
     for atoms, label in zip(structures, labels, strict=True):
         check_structure(atoms, label=label)
         parts.append(_structure_graph(atoms, bond_cutoff, three_body_cutoff, label))
+    return _stack(structures, parts, dtype, device)
 
+
+def _stack(
+    structures: list[Atoms],
+    parts: list[_StructureGraph],
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> Graph:
+    """Stack the index arrays of validated structures into one :class:`Graph`."""
     atom_counts = np.array([len(atoms) for atoms in structures], dtype=np.int64)
     bond_counts = np.array([part.centre.size for part in parts], dtype=np.int64)
     short_counts = np.array([part.short_bonds.size for part in parts], dtype=np.int64)
