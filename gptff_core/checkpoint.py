@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from gptff_core.allocator import tune_malloc
 from gptff_core.devices import resolve_device, resolve_dtype
 from gptff_core.errors import CheckpointError
 from gptff_core.model import GPTFF, GPTFFConfig
@@ -200,6 +201,7 @@ def load_model(
     Raises:
         CheckpointError: the file is missing, corrupted, tampered with, or does not match.
     """
+    tune_malloc()
     overrides = {
         k: v
         for k, v in dict(

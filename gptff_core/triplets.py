@@ -23,9 +23,18 @@ CHUNK_TRIPLETS = 2048
 """Triplets per chunk: 2048 × 128 float32 intermediates are 1 MiB, cache-resident."""
 
 
-def _silu_derivative(x: torch.Tensor) -> torch.Tensor:
+def _silu_backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``grad·silu′(x)``: ATen's fused kernel, or (when a second derivative is being recorded,
+    which that kernel lacks) the composite ``grad·σ(x)·(1 + x·(1 − σ(x)))``."""
+    if not torch.is_grad_enabled():
+        return torch.ops.aten.silu_backward(grad, x)
     s = torch.sigmoid(x)
-    return s * (1.0 + x * (1.0 - s))
+    return grad * s * (1.0 + x * (1.0 - s))
+
+
+def _sigmoid_backward(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``grad·y·(1 − y)`` for ``y = σ(x)`` (ATen's fused, differentiable kernel)."""
+    return torch.ops.aten.sigmoid_backward(grad, y)
 
 
 def _accumulate(total: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -65,6 +74,8 @@ class _TripletMessages(torch.autograd.Function):
         grad_weight, grad_bias = torch.zeros_like(weight), torch.zeros_like(bias)
         grad_angle_w, grad_angle_b = torch.zeros_like(angle_w), torch.zeros_like(angle_b)
         grad_cosine = []
+        # parameters need gradients only in training: skip their matrix products otherwise
+        parameters_wanted = any(ctx.needs_input_grad[4:6] + ctx.needs_input_grad[8:10])
         for c in _chunks(first.shape[0]):
             f, s = first[c], second[c]
             pre = p.index_select(0, f) + q.index_select(0, s)
@@ -78,19 +89,20 @@ class _TripletMessages(torch.autograd.Function):
             geometric = r * angle
             d_features = upstream * geometric
             d_y = torch.cat(
-                [d_features * sc * sg * (1.0 - sg), d_features * sg * _silu_derivative(core)], -1
+                [_sigmoid_backward(d_features * sc, sg), _silu_backward(d_features * sg, core)], -1
             )
-            d_pre = (d_y @ weight) * _silu_derivative(pre)
+            d_pre = _silu_backward(d_y @ weight, pre)
             d_geometric = upstream * features
             d_angle = d_geometric * r
             grad_p = _accumulate(grad_p, f, d_pre)
             grad_q = _accumulate(grad_q, s, d_pre)
             grad_radial = _accumulate(grad_radial, s, d_geometric * angle)
-            grad_weight = grad_weight + d_y.T @ x
-            grad_bias = grad_bias + d_y.sum(0)
             grad_cosine.append(d_angle @ angle_w.squeeze(0))
-            grad_angle_w = grad_angle_w + (cosine[c].unsqueeze(-1) * d_angle).sum(0, keepdim=True)
-            grad_angle_b = grad_angle_b + d_angle.sum(0)
+            if parameters_wanted:
+                grad_weight = grad_weight + d_y.T @ x
+                grad_bias = grad_bias + d_y.sum(0)
+                grad_angle_w = grad_angle_w + (cosine[c].unsqueeze(-1) * d_angle).sum(0, True)
+                grad_angle_b = grad_angle_b + d_angle.sum(0)
         grad_cos = torch.cat(grad_cosine) if grad_cosine else torch.zeros_like(cosine)
         return (grad_p, grad_q, None, None, grad_weight, grad_bias, grad_radial, grad_cos,
                 grad_angle_w, grad_angle_b)  # fmt: skip
