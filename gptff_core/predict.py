@@ -1,14 +1,16 @@
 """Batched prediction: energies, forces and stresses of many structures at once.
 
-Structures are validated, stacked into graphs of at most ``max_atoms_per_batch`` atoms and evaluated
-together; results are returned per structure in the input order. Units: eV, eV/Å, eV/Å³ (ASE sign).
+Structures are validated, their graphs built one by one, and consecutive structures stacked into
+batches bounded in atoms, bonds and triplets (which bound the memory of an evaluation) and
+evaluated together; results are returned per structure in the input order. Units: eV, eV/Å, eV/Å³
+(ASE sign).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,10 +21,26 @@ from tqdm.auto import tqdm
 from gptff_core.checkpoint import load_model
 from gptff_core.errors import GPTFFInputError
 from gptff_core.evaluate import evaluate
-from gptff_core.graph import build_graph
+from gptff_core.graph import (
+    BOND_CUTOFF,
+    THREE_BODY_CUTOFF,
+    _stack,
+    _structure_graph,
+    _StructureGraph,
+)
 from gptff_core.model import GPTFF
 from gptff_core.pretrained import DEFAULT_MODEL
 from gptff_core.validation import as_atoms, check_structure
+
+MAX_BONDS_PER_BATCH = 60_000
+"""Default bound on the bonds of a batch. An energy + forces + stress evaluation in float32 holds
+about 24 KB per bond at its peak (measured on CPU, torch 2.13: fcc Cu, rocksalt NaCl, bcc W and
+diamond Si of 2,000–2,700 atoms), so 60,000 bonds take about 1.4 GB (twice that in float64)."""
+
+MAX_TRIPLETS_PER_BATCH = 800_000
+"""Default bound on the triplets of a batch: about 0.6 KB per triplet at the peak of a float32
+evaluation (same measurement), so 800,000 triplets take about 0.5 GB; with the bond bound a batch
+stays under about 2 GB."""
 
 
 @dataclass
@@ -41,17 +59,22 @@ class Predictions:
     stresses: list[np.ndarray | None] | None
 
 
-def batches_by_atoms(sizes: Sequence[int], max_atoms: int) -> Iterator[list[int]]:
-    """Consecutive groups of indices whose sizes add up to at most ``max_atoms`` (a structure
-    larger than that forms a group of its own)."""
+def batches_by_size(sizes: Iterable[Sequence[int]], limits: Sequence[int]) -> Iterator[list[int]]:
+    """Consecutive groups of indices whose sizes add up to at most ``limits`` in every component
+    (e.g. atoms, bonds and triplets); an item that alone exceeds a limit forms a group of its own.
+
+    ``sizes`` is read lazily: a group is yielded as soon as the size of the first item that does
+    not fit in it has been read.
+    """
     group: list[int] = []
-    total = 0
+    totals = [0] * len(limits)
     for index, size in enumerate(sizes):
-        if group and total + size > max_atoms:
+        grown = [total + s for total, s in zip(totals, size, strict=True)]
+        if group and any(g > limit for g, limit in zip(grown, limits, strict=True)):
             yield group
-            group, total = [], 0
+            group, grown = [], list(size)
         group.append(index)
-        total += size
+        totals = grown
     if group:
         yield group
 
@@ -81,6 +104,8 @@ def predict(
     forces: bool = True,
     stress: bool = True,
     max_atoms_per_batch: int = 2000,
+    max_bonds_per_batch: int = MAX_BONDS_PER_BATCH,
+    max_triplets_per_batch: int = MAX_TRIPLETS_PER_BATCH,
     progress: bool | None = None,
 ) -> Predictions:
     """Energies, forces and stresses of ``structures`` (ASE Atoms or pymatgen Structures).
@@ -93,30 +118,43 @@ def predict(
         smooth: envelopes at the cutoffs (``None``: the checkpoint's setting, off when published).
         forces: compute forces (eV/Å).
         stress: compute stresses (eV/Å³).
-        max_atoms_per_batch: atoms evaluated together (bounds memory).
+        max_atoms_per_batch: atoms evaluated together at most.
+        max_bonds_per_batch: bonds (≤ 5 Å) evaluated together at most; with the triplets they
+            set the memory of an evaluation (see :data:`MAX_BONDS_PER_BATCH`).
+        max_triplets_per_batch: triplets evaluated together at most (see
+            :data:`MAX_TRIPLETS_PER_BATCH`).
         progress: show a progress bar (``None``: only when stderr is a terminal).
 
     Raises:
         GPTFFInputError: for an empty input or a structure GPTFF cannot evaluate, named by its
             index in the input; all structures are checked before any evaluation (close
-            contacts are found with the neighbours, when the structure's batch is built).
+            contacts are found with the neighbours, when the structure's graph is built).
     """
     atoms_list = _checked_atoms(structures)
     network = load_model(model, device=device, dtype=dtype, smooth=smooth)
     parameter = next(network.parameters())
-    groups = list(batches_by_atoms([len(a) for a in atoms_list], max_atoms_per_batch))
     show = sys.stderr.isatty() if progress is None else progress
+    parts: dict[int, _StructureGraph] = {}  # graphs built and not yet evaluated
 
+    def sizes() -> Iterator[tuple[int, int, int]]:
+        """(atoms, bonds, triplets) of each structure, whose graph is built as it is read: at
+        most one structure ahead of the batch being evaluated, so memory stays bounded."""
+        for index, atoms in enumerate(atoms_list):
+            part = _structure_graph(atoms, BOND_CUTOFF, THREE_BODY_CUTOFF, f"structure {index}")
+            parts[index] = part
+            yield len(atoms), part.centre.size, part.triplet_first.size
+
+    limits = (max_atoms_per_batch, max_bonds_per_batch, max_triplets_per_batch)
     energies = np.zeros(len(atoms_list))
     all_forces: list[np.ndarray] = [np.zeros((0, 3))] * len(atoms_list)
     all_stresses: list[np.ndarray | None] = [None] * len(atoms_list)
     with tqdm(total=len(atoms_list), disable=not show, unit="structure") as bar:
-        for group in groups:
-            graph = build_graph(
+        for group in batches_by_size(sizes(), limits):
+            graph = _stack(
                 [atoms_list[i] for i in group],
-                dtype=parameter.dtype,
-                device=parameter.device,
-                labels=[f"structure {i}" for i in group],
+                [parts.pop(i) for i in group],
+                parameter.dtype,
+                parameter.device,
             )
             result = evaluate(network, graph, forces=forces, stress=stress)
             counts = graph.atoms_per_structure.tolist()
