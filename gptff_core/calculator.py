@@ -34,7 +34,8 @@ class GPTFFCalculator(Calculator):
         model: registry name (``"gptff-v1"``, ``"gptff-v2"``), checkpoint path, or a loaded
             :class:`~gptff_core.model.GPTFF`.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        dtype: ``"float32"`` (default) or ``"float64"``.
+        dtype: ``"float32"`` or ``"float64"``; ``None`` (default): float32, or the dtype of a
+            loaded network passed as ``model``.
         smooth: multiply messages by C² envelopes so energy and forces are continuous at the
             cutoffs (``None``: the checkpoint's setting, off for the published networks).
         bond_window: Å, envelope width below the 5 Å bond cutoff when smooth.
@@ -55,7 +56,7 @@ class GPTFFCalculator(Calculator):
         self,
         model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str | None = None,
         smooth: bool | None = None,
         bond_window: float | None = None,
         three_body_window: float | None = None,

@@ -181,7 +181,7 @@ def load_model(
     model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
     *,
     device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = "float32",
+    dtype: str | torch.dtype | None = None,
     smooth: bool | None = None,
     bond_window: float | None = None,
     three_body_window: float | None = None,
@@ -192,7 +192,8 @@ def load_model(
         model: a registry name (``"gptff-v1"``, ``"gptff-v2"``), a checkpoint path (published or
             this project's format), or an already built :class:`GPTFF` (moved and cast only).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
-        dtype: ``"float32"`` or ``"float64"`` (or the torch dtype).
+        dtype: ``"float32"`` or ``"float64"`` (or the torch dtype); ``None``: float32, or the
+            dtype of a loaded network passed as ``model``.
         smooth: multiply messages by C² envelopes at the cutoffs (see the README); ``None`` keeps
             the checkpoint's setting (off for the published networks).
         bond_window: Å, width of the envelope below the 5 Å bond cutoff (``None``: keep).
@@ -225,6 +226,8 @@ def load_model(
             metadata=raw.get("metadata", {}),
         )
     _validate_windows(network.config)
+    if dtype is None:
+        dtype = next(network.parameters()).dtype if isinstance(model, GPTFF) else "float32"
     return network.to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
 
 

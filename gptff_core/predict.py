@@ -99,7 +99,7 @@ def predict(
     model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
     *,
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: str | None = None,
     smooth: bool | None = None,
     forces: bool = True,
     stress: bool = True,
@@ -114,7 +114,7 @@ def predict(
         structures: a structure or a sequence of them; positions and cells in Å.
         model: registry name, checkpoint path or a loaded :class:`GPTFF`.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        dtype: ``"float32"`` or ``"float64"``.
+        dtype: ``"float32"`` or ``"float64"``; ``None``: float32, or a loaded network's dtype.
         smooth: envelopes at the cutoffs (``None``: the checkpoint's setting, off when published).
         forces: compute forces (eV/Å).
         stress: compute stresses (eV/Å³).

@@ -46,6 +46,7 @@ class GPTFFTorchSimModel(ModelInterface):
             :class:`~gptff_core.model.GPTFF` (copied, then moved and cast).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a torch device.
         dtype: ``"float32"`` or ``"float64"`` (or the torch dtype); states are evaluated in it.
+            ``None``: float32, or the dtype of a loaded network passed as ``model``.
         compute_forces: return ``forces`` (TorchSim's optimizers and integrators need them).
         compute_stress: return ``stress`` (cell filters and barostats need it).
         smooth: multiply messages by C² envelopes at the cutoffs, which MD and relaxations
@@ -61,7 +62,7 @@ class GPTFFTorchSimModel(ModelInterface):
         model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
         *,
         device: str | torch.device = "cpu",
-        dtype: str | torch.dtype = "float32",
+        dtype: str | torch.dtype | None = None,
         compute_forces: bool = True,
         compute_stress: bool = True,
         smooth: bool | None = None,

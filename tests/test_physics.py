@@ -365,3 +365,12 @@ def test_strained_cell_relaxes_with_frechet_cell_filter(models):
     assert np.abs(atoms.get_forces()).max() < fmax
     stress = np.abs(atoms.get_stress()).max()
     assert stress < fmax * len(atoms) / atoms.get_volume() < start_stress
+
+
+def test_a_loaded_network_keeps_its_dtype_and_is_not_changed(models):
+    network = models("gptff-v2", "float64")
+    calculator = GPTFFCalculator(network)
+    assert next(calculator.model.parameters()).dtype == torch.float64
+    assert calculator.model is not network  # the caller's network is never cast or moved
+    assert next(GPTFFCalculator(network, dtype="float32").model.parameters()).dtype == torch.float32
+    assert next(network.parameters()).dtype == torch.float64
