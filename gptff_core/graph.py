@@ -87,7 +87,7 @@ class Graph:
 
 
 @dataclass
-class _StructureGraph:
+class StructureGraph:
     """Index arrays of one structure (numpy, before stacking)."""
 
     centre: np.ndarray
@@ -204,9 +204,9 @@ def find_triplets(
     return short.astype(np.int64), first[different], second[different]
 
 
-def _structure_graph(
+def structure_graph(
     atoms: Atoms, bond_cutoff: float, three_body_cutoff: float, label: str
-) -> _StructureGraph:
+) -> StructureGraph:
     try:
         centre, neighbour, shift, length = find_bonds(atoms, bond_cutoff)
     except StructureError as error:
@@ -222,10 +222,10 @@ def _with_triplets(
     length: np.ndarray,
     three_body_cutoff: float,
     label: str,
-) -> _StructureGraph:
+) -> StructureGraph:
     check_min_distance(atoms, centre, neighbour, length, label)
     short, first, second = find_triplets(centre, length, three_body_cutoff)
-    return _StructureGraph(centre, neighbour, shift, short, first, second)
+    return StructureGraph(centre, neighbour, shift, short, first, second)
 
 
 def graph_from_bonds(
@@ -249,7 +249,7 @@ def graph_from_bonds(
         StructureError: a bond is shorter than the minimum interatomic distance.
     """
     part = _with_triplets(atoms, centre, neighbour, shift, length, three_body_cutoff, label)
-    return _stack([atoms], [part], dtype, device)
+    return stack_graphs([atoms], [part], dtype, device)
 
 
 def cell_volume(atoms: Atoms) -> float:
@@ -291,13 +291,13 @@ def build_graph(
             labels = ["structure"]
     for atoms, label in zip(structures, labels, strict=True):
         check_structure(atoms, label=label)
-        parts.append(_structure_graph(atoms, bond_cutoff, three_body_cutoff, label))
-    return _stack(structures, parts, dtype, device)
+        parts.append(structure_graph(atoms, bond_cutoff, three_body_cutoff, label))
+    return stack_graphs(structures, parts, dtype, device)
 
 
-def _stack(
+def stack_graphs(
     structures: list[Atoms],
-    parts: list[_StructureGraph],
+    parts: list[StructureGraph],
     dtype: torch.dtype,
     device: torch.device | str,
 ) -> Graph:

@@ -24,9 +24,9 @@ from gptff_core.evaluate import evaluate
 from gptff_core.graph import (
     BOND_CUTOFF,
     THREE_BODY_CUTOFF,
-    _stack,
-    _structure_graph,
-    _StructureGraph,
+    StructureGraph,
+    stack_graphs,
+    structure_graph,
 )
 from gptff_core.model import GPTFF
 from gptff_core.pretrained import DEFAULT_MODEL
@@ -134,13 +134,13 @@ def predict(
     network = load_model(model, device=device, dtype=dtype, smooth=smooth)
     parameter = next(network.parameters())
     show = sys.stderr.isatty() if progress is None else progress
-    parts: dict[int, _StructureGraph] = {}  # graphs built and not yet evaluated
+    parts: dict[int, StructureGraph] = {}  # graphs built and not yet evaluated
 
     def sizes() -> Iterator[tuple[int, int, int]]:
         """(atoms, bonds, triplets) of each structure, whose graph is built as it is read: at
         most one structure ahead of the batch being evaluated, so memory stays bounded."""
         for index, atoms in enumerate(atoms_list):
-            part = _structure_graph(atoms, BOND_CUTOFF, THREE_BODY_CUTOFF, f"structure {index}")
+            part = structure_graph(atoms, BOND_CUTOFF, THREE_BODY_CUTOFF, f"structure {index}")
             parts[index] = part
             yield len(atoms), part.centre.size, part.triplet_first.size
 
@@ -150,7 +150,7 @@ def predict(
     all_stresses: list[np.ndarray | None] = [None] * len(atoms_list)
     with tqdm(total=len(atoms_list), disable=not show, unit="structure") as bar:
         for group in batches_by_size(sizes(), limits):
-            graph = _stack(
+            graph = stack_graphs(
                 [atoms_list[i] for i in group],
                 [parts.pop(i) for i in group],
                 parameter.dtype,

@@ -12,6 +12,18 @@ os.environ.setdefault("GPTFF_MODEL_DIR", str(SHARED / "models"))
 REFERENCE_FILE = SHARED / "reference" / "gptff_reference_shared.json"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The test graphs are small: they gain nothing from intra-op threads, and two OpenMP threads
+    on a busy 2-core machine made evaluations up to ~20-100× slower (measured); restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def reference() -> dict:
     """The published implementation's energies/forces/stresses on 12 structures."""

@@ -6,7 +6,6 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
-import torch
 from ase import Atoms, units
 from ase.build import bulk, molecule
 from ase.optimize import FIRE
@@ -18,16 +17,6 @@ from gptff_core.errors import GPTFFInputError
 from gptff_core.relax import RelaxInterrupted, relax
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "NaCl_rattled.cif"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """8-atom cells gain nothing from intra-op threads, and on a busy machine extra threads make
-    every evaluation up to ~100x slower; restore the setting for the rest of the session."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

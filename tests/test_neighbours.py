@@ -23,15 +23,6 @@ SKIN = 1.0  # Å
 SEARCH_RADIUS = 5.0 + SKIN  # Å
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small graphs run fastest on one thread (see tests/test_physics.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------ structures
 def nacl() -> Atoms:
     """Conventional rocksalt NaCl (8 atoms, a cell smaller than the search radius), rattled."""

@@ -29,16 +29,6 @@ CUTOFF_CLEARANCE = 0.01  # Å; ≫ any FD change of a bond length (≤ 2e-4 Å):
 EXACT = 1e-10  # eV, eV/Å, eV/Å³: invariances and batching in float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small graphs run fastest on one thread; two OpenMP threads on a busy 2-core machine make
-    each evaluation up to 100× slower (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------ structures
 def triclinic() -> Atoms:
     """Three atoms in a sheared (non-orthogonal) periodic cell, rattled."""

@@ -6,7 +6,6 @@ import importlib
 
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 
@@ -16,15 +15,6 @@ from gptff_core.predict import batches_by_size, predict
 EXACT = 1e-10  # eV, eV/Å, eV/Å³ in float64
 # the module (``gptff_core.predict`` is also the name of the function in the package namespace)
 predict_module = importlib.import_module("gptff_core.predict")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small graphs run fastest on one thread (see tests/test_physics.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def members() -> list[Atoms]:

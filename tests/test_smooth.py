@@ -28,16 +28,6 @@ SCAN_STEP = 1e-5  # Å
 SCAN_POINTS_PER_SIDE = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These graphs are tiny: on a shared 2-core machine two OpenMP threads spend most of their
-    time spin-waiting (measured ~20× slower under load), so run this module on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def energies_per_atom(model, structures: list[Atoms]) -> np.ndarray:
     """E/atom (eV) of each structure, evaluated as one batch."""
     graph = build_graph(structures, dtype=torch.float64)

@@ -20,15 +20,6 @@ F64 = torch.float64
 EXACT = 1e-10  # eV, eV/Å, eV/Å³: same network, same float64 arithmetic up to summation order
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small graphs run fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ts_model(models):
     return GPTFFTorchSimModel(models("gptff-v2", "float64"), dtype="float64")

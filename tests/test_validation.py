@@ -21,14 +21,6 @@ from gptff_core.pretrained import resolve_checkpoint
 from gptff_core.validation import MIN_INTERATOMIC_DISTANCE, as_atoms
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small graphs: see tests/test_physics.py
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_error_family():
     assert issubclass(StructureError, GPTFFInputError)
     assert issubclass(CheckpointError, GPTFFInputError)
