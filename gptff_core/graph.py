@@ -207,6 +207,8 @@ def find_triplets(
 def structure_graph(
     atoms: Atoms, bond_cutoff: float, three_body_cutoff: float, label: str
 ) -> StructureGraph:
+    """Bonds (≤ ``bond_cutoff``, Å) and triplets (≤ ``three_body_cutoff``, Å) of one checked
+    structure, refusing close contacts; ``label`` names it in error messages."""
     try:
         centre, neighbour, shift, length = find_bonds(atoms, bond_cutoff)
     except StructureError as error:
