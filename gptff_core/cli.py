@@ -307,7 +307,8 @@ def cmd_relax(args: argparse.Namespace) -> int:
             f"{args.file}: {summary['formula']}, {n} atoms; {args.optimizer}, {what}",
             f"initial energy  {e0:14.6f} eV   {e0 / n:11.6f} eV/atom",
             f"final energy    {e1:14.6f} eV   {e1 / n:11.6f} eV/atom",
-            f"final max|F|    {result.max_force:14.4f} eV/Å (fmax {args.fmax})",
+            f"final max|F|    {result.max_force:14.4f} eV/Å (fmax {args.fmax}"
+            + (", applied to the cell filter's forces)" if result.cell_relaxed else ")"),
             f"final stress    {_voigt_text(stress)} GPa (xx yy zz yz xz xy, + = tensile)"
             if stress is not None
             else "final stress    n/a (the cell has no volume)",
