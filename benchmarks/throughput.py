@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.build import bulk
+from speed import time_one  # benchmarks/ is on sys.path when a script here runs
 
 from gptff_core import GPTFFCalculator, load_model, predict
 
@@ -78,15 +79,7 @@ def structures(n: int, seed: int = 0) -> list[Atoms]:
 
 def one_at_a_time(calculator: GPTFFCalculator, members: list[Atoms]) -> float:
     """Seconds for energy, forces and stress of every member, one calculator call each."""
-    start = time.perf_counter()
-    for atoms in members:
-        work = atoms.copy()
-        calculator.reset()
-        work.calc = calculator
-        work.get_potential_energy()
-        work.get_forces()
-        work.get_stress()
-    return time.perf_counter() - start
+    return sum(time_one(calculator, atoms) for atoms in members)
 
 
 def main() -> None:
