@@ -71,7 +71,7 @@ class GPTFFCalculator(Calculator):
             smooth=smooth,
             bond_window=bond_window,
             three_body_window=three_body_window,
-        )
+        ).requires_grad_(False)  # inference: gradients only with respect to positions and strain
         parameter = next(self.model.parameters())
         self._dtype, self._device = parameter.dtype, parameter.device
         self.graph_builder = VerletGraphBuilder(skin) if skin != 0 else None

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gptff_core import fused
 from gptff_core.graph import Graph
 from gptff_core.triplets import triplet_messages
 
@@ -139,10 +140,12 @@ class ThreeBodyUpdate(nn.Module):
         first, second = graph.triplet_first, graph.triplet_second
         w_i, w_j, w_k, w_a, w_b = _split_input(self.mix, self.widths)
         short_e = _gather(e, graph.short_bonds)
-        as_first = (
-            _gather(F.linear(h, w_i), geometry.short_centre)
-            + _gather(F.linear(h, w_j), geometry.short_neighbour)
-            + F.linear(short_e, w_a, self.mix.bias)
+        as_first = fused.gather_add(
+            F.linear(short_e, w_a, self.mix.bias),
+            F.linear(h, w_i),
+            geometry.short_centre,
+            F.linear(h, w_j),
+            geometry.short_neighbour,
         )
         as_second = _gather(F.linear(h, w_k), geometry.short_neighbour) + F.linear(short_e, w_b)
         radial_first = self.radial_first(geometry.short_basis)
@@ -181,14 +184,14 @@ class EdgeUpdate(nn.Module):
         core_i, core_j, core_e = _split_input(self.core, self.widths)
         gate_i, gate_j, gate_e = _split_input(self.gate, self.widths)
         # core and gate side by side: one projection per atom side and one per bond
-        y = (
-            _gather(F.linear(h, torch.cat([core_i, gate_i])), geometry.centre)
-            + _gather(F.linear(h, torch.cat([core_j, gate_j])), geometry.neighbour)
-            + F.linear(e, torch.cat([core_e, gate_e]), torch.cat([self.core.bias, self.gate.bias]))
+        y = fused.gather_add(
+            F.linear(e, torch.cat([core_e, gate_e]), torch.cat([self.core.bias, self.gate.bias])),
+            F.linear(h, torch.cat([core_i, gate_i])),
+            geometry.centre,
+            F.linear(h, torch.cat([core_j, gate_j])),
+            geometry.neighbour,
         )
-        core, gate = y.chunk(2, dim=-1)
-        u = F.silu(core) * torch.sigmoid(gate)
-        return e + F.silu(self.out(u)) * self.radial(geometry.basis)
+        return fused.silu_times(self.out(fused.gated_silu(y)), self.radial(geometry.basis), e)
 
 
 class AtomUpdate(nn.Module):
@@ -205,20 +208,23 @@ class AtomUpdate(nn.Module):
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, geometry: BondGeometry) -> torch.Tensor:
         w_i, w_j, w_e = _split_input(self.expand, self.widths)
-        g = F.silu(
-            _gather(F.linear(h, w_i), geometry.centre)
-            + _gather(F.linear(h, w_j), geometry.neighbour)
-            + F.linear(e, w_e, self.expand.bias)
+        g = fused.gather_add(
+            F.linear(e, w_e, self.expand.bias),
+            F.linear(h, w_i),
+            geometry.centre,
+            F.linear(h, w_j),
+            geometry.neighbour,
+            activate=True,
         )
-        core, gate = F.linear(
+        core_and_gate = F.linear(
             g,
             torch.cat([self.core.weight, self.gate.weight]),
             torch.cat([self.core.bias, self.gate.bias]),
-        ).chunk(2, dim=-1)
+        )
         radial = self.radial(geometry.basis)
         if geometry.bond_envelope is not None:
             radial = radial * geometry.bond_envelope.unsqueeze(-1)
-        return h.index_add(0, geometry.centre, F.silu(core) * torch.sigmoid(gate) * radial)
+        return h.index_add(0, geometry.centre, fused.gated_silu(core_and_gate, radial))
 
 
 class AtomTransformer(nn.Module):
@@ -390,10 +396,12 @@ class GPTFF(nn.Module):
         h = self.embed(graph.numbers)
         a = self.config.atom_feature_len
         w_i, w_j, w_basis = _split_input(self.bond_init, [a, a, self.config.bond_feature_len])
-        e = (
-            _gather(F.linear(h, w_i), geometry.centre)
-            + _gather(F.linear(h, w_j), geometry.neighbour)
-            + F.linear(self.bond_basis_proj(geometry.basis), w_basis, self.bond_init.bias)
+        e = fused.gather_add(
+            F.linear(self.bond_basis_proj(geometry.basis), w_basis, self.bond_init.bias),
+            F.linear(h, w_i),
+            geometry.centre,
+            F.linear(h, w_j),
+            geometry.neighbour,
         ) * self.bond_init_radial(geometry.basis)
         for layer in self.layers:
             h, e = layer(h, e, graph, geometry)

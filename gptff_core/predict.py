@@ -131,7 +131,7 @@ def predict(
             contacts are found with the neighbours, when the structure's graph is built).
     """
     atoms_list = _checked_atoms(structures)
-    network = load_model(model, device=device, dtype=dtype, smooth=smooth)
+    network = load_model(model, device=device, dtype=dtype, smooth=smooth).requires_grad_(False)
     parameter = next(network.parameters())
     show = sys.stderr.isatty() if progress is None else progress
     parts: dict[int, StructureGraph] = {}  # graphs built and not yet evaluated

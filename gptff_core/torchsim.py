@@ -69,6 +69,7 @@ class GPTFFTorchSimModel(ModelInterface):
     ) -> None:
         super().__init__()
         self.model = load_model(model, device=device, dtype=dtype, smooth=smooth)
+        self.model.requires_grad_(False)  # inference: gradients only for positions and strain
         parameter = next(self.model.parameters())
         self._device = parameter.device
         self._dtype = parameter.dtype

@@ -19,9 +19,17 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from gptff_core import native
+
 CHUNK_TRIPLETS = 8192
 """Triplets per chunk: 8192 × 128 float32 intermediates are 4 MiB (fastest of 1024–70,000 for
 500-atom Cu on the 2-core benchmark machine: 627 ms against 736 ms at 2048 and 695 ms unchunked)."""
+
+
+KEEP_PRE_ACTIVATION_BYTES = 256 * 2**20
+"""The compiled forward keeps each chunk's (triplets × 2F) pre-activations for the backward when
+they take at most this much memory (Cu 500 atoms: 36 MB per layer), instead of recomputing
+them (one matrix product per layer)."""
 
 
 def _silu_backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -50,10 +58,76 @@ def _chunks(n: int):
         yield slice(start, min(start + CHUNK_TRIPLETS, n))
 
 
+def _native_forward(p, q, first, second, weight, bias, radial, cosine, angle_w, angle_b, keep):
+    """The forward with the fused kernels: gather-add-silu, one matrix product, gate-and-sum.
+    Returns the output and, when ``keep``, each chunk's pre-activations ``y`` for the backward."""
+    out = p.new_zeros(p.shape)
+    kept = []
+    features = p.shape[1]
+    angle_w = angle_w.reshape(-1).contiguous()
+    for c in _chunks(first.shape[0]):
+        f, s = first[c], second[c]
+        n = f.shape[0]
+        x = p.new_empty(n, features)
+        native.call("silu_of_sum", p, q, f, s, n, features, x)
+        y = torch.addmm(bias, x, weight.T)
+        native.call(
+            "gated_messages", y, radial, cosine[c], angle_w, angle_b, f, s, n, features, out
+        )
+        if keep:
+            kept.append(y)
+    return out, kept
+
+
+def _native_backward(
+    grad_out, p, q, first, second, weight, bias, radial, cosine, angle_w, angle_b, kept
+):
+    """Gradients with respect to p, q, radial and cosine with the fused kernels (first order,
+    no parameter gradients); ``kept``: the forward's pre-activations per chunk, or empty to
+    recompute them."""
+    grad_p, grad_q, grad_radial = torch.zeros_like(p), torch.zeros_like(q), torch.zeros_like(radial)
+    grad_cosine = torch.empty_like(cosine)
+    features = p.shape[1]
+    angle_w = angle_w.reshape(-1).contiguous()
+    grad_out = grad_out.contiguous()
+    for i, c in enumerate(_chunks(first.shape[0])):
+        f, s = first[c], second[c]
+        n = f.shape[0]
+        if kept:
+            y = kept[i]
+        else:
+            x = p.new_empty(n, features)
+            native.call("silu_of_sum", p, q, f, s, n, features, x)
+            y = torch.addmm(bias, x, weight.T)
+        d_y, d_radial = torch.empty_like(y), p.new_empty(n, features)
+        native.call("gated_messages_backward", y, radial, cosine[c], angle_w, angle_b, f, s, n,
+                    features, grad_out, d_y, d_radial, grad_cosine[c])  # fmt: skip
+        grad_radial.index_add_(0, s, d_radial)
+        d_pre = d_y @ weight
+        native.call("silu_of_sum_backward", p, q, f, s, n, features, d_pre)
+        grad_p.index_add_(0, f, d_pre)
+        grad_q.index_add_(0, s, d_pre)
+    return grad_p, grad_q, grad_radial, grad_cosine
+
+
+def _sorted(index: torch.Tensor) -> bool:
+    return index.numel() < 2 or bool((index[1:] >= index[:-1]).all())
+
+
 class _TripletMessages(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p, q, first, second, weight, bias, radial, cosine, angle_w, angle_b):
-        ctx.save_for_backward(p, q, first, second, weight, bias, radial, cosine, angle_w, angle_b)
+        inputs = (p, q, first, second, weight, bias, radial, cosine, angle_w, angle_b)
+        ctx.native = native.usable(p, q, first, second, weight, bias, radial, cosine, angle_b)
+        ctx.native = ctx.native and _sorted(first)
+        if ctx.native:
+            keep = any(ctx.needs_input_grad) and (
+                first.shape[0] * weight.shape[0] * p.element_size() <= KEEP_PRE_ACTIVATION_BYTES
+            )
+            out, kept = _native_forward(*inputs, keep)
+            ctx.save_for_backward(*inputs, *kept)
+            return out
+        ctx.save_for_backward(*inputs)
         out = p.new_zeros(p.shape)
         for c in _chunks(first.shape[0]):
             f, s = first[c], second[c]
@@ -66,7 +140,16 @@ class _TripletMessages(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        p, q, first, second, weight, bias, radial, cosine, angle_w, angle_b = ctx.saved_tensors
+        p, q, first, second, weight, bias, radial, cosine, angle_w, angle_b, *kept = (
+            ctx.saved_tensors
+        )
+        # parameters need gradients only in training: skip their matrix products otherwise
+        parameters_wanted = any(ctx.needs_input_grad[4:6] + ctx.needs_input_grad[8:10])
+        if ctx.native and not parameters_wanted and not torch.is_grad_enabled():
+            grad_p, grad_q, grad_radial, grad_cos = _native_backward(
+                grad_out, p, q, first, second, weight, bias, radial, cosine, angle_w, angle_b, kept
+            )
+            return grad_p, grad_q, None, None, None, None, grad_radial, grad_cos, None, None
         grad_p, grad_q, grad_radial = (
             torch.zeros_like(p),
             torch.zeros_like(q),
@@ -75,8 +158,6 @@ class _TripletMessages(torch.autograd.Function):
         grad_weight, grad_bias = torch.zeros_like(weight), torch.zeros_like(bias)
         grad_angle_w, grad_angle_b = torch.zeros_like(angle_w), torch.zeros_like(angle_b)
         grad_cosine = []
-        # parameters need gradients only in training: skip their matrix products otherwise
-        parameters_wanted = any(ctx.needs_input_grad[4:6] + ctx.needs_input_grad[8:10])
         for c in _chunks(first.shape[0]):
             f, s = first[c], second[c]
             pre = p.index_select(0, f) + q.index_select(0, s)

@@ -4,6 +4,7 @@ no test touches the network."""
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -44,3 +45,25 @@ def models():
         return cache[key]
 
     return get
+
+
+@pytest.fixture(params=["native", "pytorch"])
+def kernel(request, monkeypatch):
+    """Run a test with the compiled kernels of gptff_core.native (which every machine that runs
+    the tests must be able to build) and with the PyTorch fallback; ``kernel.called`` lists the
+    compiled kernels that ran."""
+    from gptff_core import native
+
+    kernel = SimpleNamespace(name=request.param, called=[])
+    if request.param == "native":
+        assert native.kernels() is not None, "the fused kernels failed to build"
+        call = native.call
+
+        def counted(name, *arguments):
+            kernel.called.append(name)
+            call(name, *arguments)
+
+        monkeypatch.setattr(native, "call", counted)
+    else:
+        monkeypatch.setattr(native, "usable", lambda *tensors: False)
+    return kernel
