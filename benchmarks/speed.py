@@ -4,6 +4,11 @@ Prints, per structure, the median time of one evaluation of each model (measured
 one run, so machine noise hits both alike) and the ratio GPTFF / CHGNet next to the published
 implementation's ratio and this project's target (the performance issue's table).
 
+It also profiles one GPTFF evaluation and reports the time spent in matrix products (GEMMs, whose
+count is fixed by the network: every product of the exact network is already done once) and the
+ratio that would remain if everything else were free — the floor of GPTFF / CHGNet on this
+machine for the exact network.
+
     pip install -e ".[bench]"          # CHGNet 0.3, which ships its weights
     python benchmarks/speed.py [--repeats 5] [--threads 2] [--model gptff-v2]
 """
@@ -61,6 +66,19 @@ def time_one(calculator, atoms: Atoms) -> float:
     return time.perf_counter() - start
 
 
+MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def matrix_products(calculator, atoms: Atoms) -> tuple[float, float]:
+    """(seconds, GFLOP) of the matrix products in one evaluation, from PyTorch's profiler."""
+    from torch.profiler import profile
+
+    with profile(with_flops=True) as prof:
+        time_one(calculator, atoms)
+    events = [e for e in prof.key_averages() if e.key in MATRIX_PRODUCTS]
+    return sum(e.self_cpu_time_total for e in events) / 1e6, sum(e.flops for e in events) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per model")
@@ -80,8 +98,11 @@ def main() -> None:
     machine = platform.processor() or "cpu"
     print(f"torch {torch.__version__}, {args.threads} threads, {machine}; {args.model} float32")
     print(f"vs CHGNet; median of {args.repeats} interleaved calls\n")
-    print("| structure | atoms | GPTFF (s) | CHGNet (s) | GPTFF / CHGNet | published | target |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| structure | atoms | GPTFF (s) | CHGNet (s) | GPTFF / CHGNet | published | target "
+        "| GPTFF matrix products (s, GFLOP) | floor ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, atoms in structures().items():
         time_one(gptff, atoms), time_one(chgnet, atoms)  # warm-up
         ours, theirs = [], []
@@ -91,9 +112,12 @@ def main() -> None:
         ratio = statistics.median(ours) / statistics.median(theirs)
         published, target = RATIOS[name]
         verdict = "ok" if ratio <= target else "above target"
+        products, gflop = matrix_products(gptff, atoms)
+        floor = products / statistics.median(theirs)
         print(
             f"| {name} | {len(atoms)} | {statistics.median(ours):.3f} | "
-            f"{statistics.median(theirs):.3f} | {ratio:.3f} ({verdict}) | {published} | {target} |",
+            f"{statistics.median(theirs):.3f} | {ratio:.3f} ({verdict}) | {published} | {target} "
+            f"| {products:.3f}, {gflop:.1f} | {floor:.3f} |",
             flush=True,
         )
 

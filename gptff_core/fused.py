@@ -82,8 +82,8 @@ class _GatherAdd(torch.autograd.Function):
                 s = torch.sigmoid(total)
                 grad = grad * s * (1.0 + total * (1.0 - s))
             else:
-                grad = grad.contiguous().clone()
-                native.call("silu_backward_inplace", pre, *_rows(grad), grad)
+                d_out, grad = grad.contiguous(), torch.empty_like(pre)
+                native.call("silu_backward", pre, d_out, *_rows(pre), grad)
         grad_a = torch.zeros_like(a).index_add(0, first, grad)
         grad_b = torch.zeros_like(b).index_add(0, second, grad)
         return grad, grad_a, None, grad_b, None, None

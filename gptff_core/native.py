@@ -39,7 +39,7 @@ _FUNCTIONS = {
     "gated_messages_backward": ["p"] * 7 + ["n", "n"] + ["p"] * 4 + ["i"],
     "silu_of_sum_backward": ["p", "p", "p", "p", "n", "n", "p", "i"],
     "gather_add": ["p", "p", "p", "p", "p", "n", "n", "i", "p", "p", "i"],
-    "silu_backward_inplace": ["p", "n", "n", "p", "i"],
+    "silu_backward": ["p", "p", "n", "n", "p", "i"],
     "gated_silu": ["p", "p", "n", "n", "p", "i"],
     "gated_silu_backward": ["p", "p", "p", "n", "n", "p", "p", "i"],
     "silu_times": ["p", "p", "p", "n", "n", "p", "i"],

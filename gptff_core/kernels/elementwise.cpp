@@ -33,15 +33,16 @@ void gather_add(const T* y, const T* a, const T* b, const int64_t* first, const 
     }
 }
 
-// d (n, F) ← d · silu'(pre), in place
+// d_pre (n, F) = d_out · silu'(pre)
 template <typename T>
-void silu_backward_inplace(const T* pre, int64_t n, int64_t F, T* d, int threads) {
+void silu_backward(const T* pre, const T* d_out, int64_t n, int64_t F, T* d_pre, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t t = 0; t < n; ++t) {
         const T* p = pre + t * F;
-        T* dr = d + t * F;
+        const T* u = d_out + t * F;
+        T* d = d_pre + t * F;
 #pragma omp simd
-        for (int64_t k = 0; k < F; ++k) dr[k] *= silu_derivative(p[k]);
+        for (int64_t k = 0; k < F; ++k) d[k] = u[k] * silu_derivative(p[k]);
     }
 }
 
@@ -144,9 +145,9 @@ void silu_times_backward(const T* x, const T* r, const T* d_out, int64_t n, int6
                                         int activate, T* pre, T* out, int threads) {             \
         gather_add(y, a, b, first, second, n, F, activate, pre, out, threads);                   \
     }                                                                                            \
-    extern "C" void silu_backward_inplace_##SUFFIX(const T* pre, int64_t n, int64_t F, T* d,    \
-                                                   int threads) {                                \
-        silu_backward_inplace(pre, n, F, d, threads);                                            \
+    extern "C" void silu_backward_##SUFFIX(const T* pre, const T* d_out, int64_t n, int64_t F,  \
+                                           T* d_pre, int threads) {                              \
+        silu_backward(pre, d_out, n, F, d_pre, threads);                                         \
     }                                                                                            \
     extern "C" void gated_silu_##SUFFIX(const T* y, const T* m, int64_t n, int64_t F, T* out,   \
                                         int threads) {                                           \
