@@ -4,12 +4,15 @@ Every subcommand prints a short human summary, or one JSON document with ``--jso
 0 success, 1 bad input (one ``gptff: error: ...`` line on stderr), 2 relaxation not converged
 (or an argparse usage error), 130 interrupted. Units: eV, Å, eV/Å inside; stress printed in GPa.
 
-To add a subcommand, write ``def cmd_name(args) -> int`` decorated with :func:`command`.
+To add a subcommand, write ``def cmd_name(args) -> int`` decorated with :func:`command`, in this
+module or in one of :data:`COMMAND_MODULES` (imported when the parser is built; keep their
+top-level imports light and import heavy dependencies inside the command functions).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -32,6 +35,9 @@ def arg(*flags: str, **kwargs) -> tuple[tuple[str, ...], dict]:
 
 _COMMANDS: list[tuple[str, str, dict, tuple, Callable[[argparse.Namespace], int]]] = []
 
+COMMAND_MODULES = ("gptff_core.training.cli",)
+"""Modules whose ``@command`` functions join ``gptff``."""
+
 
 def command(name: str, help: str, *arguments, epilog: str | None = None, model_options=True):
     """Register ``func(args) -> exit code`` as subcommand ``name`` with its ``arg(...)``s."""
@@ -45,6 +51,8 @@ def command(name: str, help: str, *arguments, epilog: str | None = None, model_o
 
 
 def build_parser() -> argparse.ArgumentParser:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
     parser = argparse.ArgumentParser(prog="gptff", description="GPTFF machine-learned force field")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     model = argparse.ArgumentParser(add_help=False)
