@@ -80,7 +80,7 @@ def has_volume(atoms: Atoms) -> bool:
     return bool(np.all(atoms.pbc)) and abs(float(atoms.cell.volume)) > 1e-8
 
 
-def _check_options(fmax: float, steps: int, optimizer: str) -> type:
+def check_options(fmax: float, steps: int, optimizer: str) -> type:
     if isinstance(fmax, bool) or not isinstance(fmax, int | float) or not math.isfinite(fmax):
         raise GPTFFInputError(f"fmax must be a finite number of eV/Å, got {fmax!r}")
     if fmax <= 0:
@@ -139,7 +139,7 @@ def relax(
         GPTFFInputError: bad fmax, steps or optimizer, or a structure the calculator refuses.
         RelaxInterrupted: on Ctrl-C, carrying the current structure.
     """
-    optimizer_class = _check_options(fmax, steps, optimizer)
+    optimizer_class = check_options(fmax, steps, optimizer)
     work = as_atoms(atoms).copy()
     work.calc = calculator
     cell_relaxed = bool(relax_cell) and has_volume(work)

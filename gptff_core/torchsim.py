@@ -24,18 +24,24 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
 import torch_sim as ts
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
 from torch_sim.models.interface import ModelInterface
 from torch_sim.typing import StateDict
 
 from gptff_core.checkpoint import load_model
+from gptff_core.errors import GPTFFInputError
 from gptff_core.evaluate import evaluate
 from gptff_core.graph import build_graph
 from gptff_core.model import GPTFF
 from gptff_core.pretrained import DEFAULT_MODEL
+from gptff_core.relax import RelaxResult, check_options, has_volume
+from gptff_core.validation import as_atoms
 
 
 class GPTFFTorchSimModel(ModelInterface):
@@ -114,3 +120,99 @@ class GPTFFTorchSimModel(ModelInterface):
         if self._compute_stress:
             output["stress"] = result.stress
         return output
+
+
+def relax_batch(
+    structures: Sequence,
+    model: GPTFFTorchSimModel,
+    *,
+    fmax: float = 0.05,
+    steps: int = 500,
+    relax_cell: bool = True,
+) -> list[RelaxResult]:
+    """Relax many structures at once with TorchSim's FIRE, every step one batched evaluation.
+
+    With ``relax_cell`` the cell relaxes too (``frechet_cell_fire``, the batched counterpart of
+    ASE's FrechetCellFilter: its cell forces are the virial divided by the number of atoms, so
+    ``fmax`` means what it means in :func:`gptff_core.relax.relax`). Each structure leaves the
+    batch at the first step where its largest atomic force (and cell force) is below ``fmax``
+    (eV/Å), so its ``n_steps`` and results are its own, and the batch shrinks as it converges.
+
+    Args:
+        structures: ASE Atoms or pymatgen Structures (positions and cell in Å; not modified).
+        model: the TorchSim model (its device and dtype are used).
+        fmax: eV/Å, convergence threshold.
+        steps: maximum FIRE steps per structure (0: evaluate only).
+        relax_cell: also relax the cells (3D periodic structures).
+
+    Returns:
+        One :class:`~gptff_core.relax.RelaxResult` per structure, in order.
+
+    Raises:
+        GPTFFInputError: bad options, or a structure GPTFF cannot evaluate at some step (atoms
+            closer than 0.5 Å...): the whole batch stops; relax such a batch one by one to find
+            the culprit.
+    """
+    check_options(fmax, steps, "FIRE")
+    atoms_list = [as_atoms(s) for s in structures]
+    if not atoms_list:
+        return []
+    if relax_cell and not all(has_volume(a) for a in atoms_list):
+        raise GPTFFInputError("relax_cell needs 3D periodic structures with a volume")
+    optimizer = ts.frechet_cell_fire if relax_cell else ts.optimizers.fire
+    init_fn, update_fn = optimizer(model)
+    state = init_fn(ts.initialize_state(atoms_list, model.device, model.dtype))
+    initial_energy = state.energy.tolist()
+    active = list(range(len(atoms_list)))
+    n_steps = [0] * len(atoms_list)
+    results: list[RelaxResult | None] = [None] * len(atoms_list)
+    for step in range(steps + 1):
+        largest = _largest_forces(state, relax_cell)
+        converged = largest < fmax
+        finished = converged | (step == steps)
+        for local in torch.nonzero(finished).flatten().tolist():
+            index = active[local]
+            results[index] = _result(state[local], model, initial_energy[index], n_steps[index],
+                                     bool(converged[local]), relax_cell)  # fmt: skip
+        remaining = torch.nonzero(~finished).flatten().tolist()
+        if not remaining:
+            break
+        if len(remaining) < len(active):
+            state = state[remaining]
+            active = [active[i] for i in remaining]
+        state = update_fn(state)
+        for index in active:
+            n_steps[index] += 1
+    return results
+
+
+def _largest_forces(state, with_cell: bool) -> torch.Tensor:
+    """Per system: the largest atomic force norm, and cell force norm with the cell (eV/Å)."""
+    norms = state.forces.norm(dim=-1)
+    largest = torch.zeros(state.n_systems, dtype=norms.dtype, device=norms.device)
+    largest = largest.scatter_reduce(0, state.system_idx, norms, reduce="amax")
+    if with_cell:
+        largest = torch.maximum(largest, state.cell_forces.norm(dim=-1).amax(dim=-1))
+    return largest
+
+
+def _result(
+    state, model, initial_energy: float, n_steps: int, converged: bool, cell: bool
+) -> RelaxResult:
+    """The RelaxResult of a one-system state (its stress evaluated if the optimizer kept none)."""
+    atoms = ts.io.state_to_atoms(state)[0]
+    energy = float(state.energy[0])
+    forces = state.forces.detach().cpu().double().numpy()
+    stress = None
+    if has_volume(atoms):
+        stress_tensor = getattr(state, "stress", None)
+        if stress_tensor is None:
+            stress_tensor = model(state)["stress"]
+        stress = stress_tensor[0].detach().cpu().double().numpy()
+    atoms.calc = SinglePointCalculator(
+        atoms,
+        energy=energy,
+        forces=forces,
+        stress=None if stress is None else full_3x3_to_voigt_6_stress(stress),
+    )
+    return RelaxResult(atoms, initial_energy, energy, forces, stress, n_steps, converged, cell)
