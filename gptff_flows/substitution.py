@@ -1,0 +1,297 @@
+"""Candidate structures for a substitution screening campaign, made with pymatgen.
+
+Each prototype's elements are replaced everywhere they occur (all sites of that element), by
+every combination of the replacements asked for: ``{"Y": ["Sc", "In"], "Cl": ["Br"]}`` on
+Li₃YCl₆ gives Li₃ScCl₆, Li₃InCl₆, Li₃YBr₆, Li₃ScBr₆ and Li₃InBr₆ (with ``keep_original=True``,
+the default; the prototype itself is not a candidate). Optional steps, in order: suggestions
+from pymatgen's data-mined substitution probabilities, a charge-balance filter (pymatgen's
+oxidation-state guesses), volume pre-scaling, and removal of duplicates with
+:class:`~pymatgen.analysis.structure_matcher.StructureMatcher`.
+
+Volumes: ``"ionic-radii"`` scales each candidate from its prototype by the change of ionic radii
+(pymatgen's ``RLSVolumePredictor``), ``"data-mined"`` predicts it from data-mined bond lengths
+(``DLSVolumePredictor``), ``"none"`` keeps the prototype's lattice. Volumes are in Å³.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pymatgen.core import Composition, Element, Structure
+
+from gptff_core.errors import GPTFFInputError
+
+logger = logging.getLogger(__name__)
+
+VOLUME_SCALINGS = ("ionic-radii", "data-mined", "none")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One substituted structure, before relaxation.
+
+    Attributes:
+        structure: the substituted (and volume-scaled) structure; lattice in Å.
+        prototype_id: the name of the prototype it came from.
+        substitution: element replaced → element put in its place (only those that changed).
+        volume_scaling: how its volume was set (one of :data:`VOLUME_SCALINGS`, or ``"none"``
+            when the chosen predictor could not handle this candidate; see ``notes``).
+        notes: what happened to it on the way (a failed volume prediction, for instance).
+    """
+
+    structure: Structure
+    prototype_id: str
+    substitution: dict[str, str]
+    volume_scaling: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def formula(self) -> str:
+        return self.structure.composition.reduced_formula
+
+    @property
+    def chemsys(self) -> str:
+        return self.structure.composition.chemical_system
+
+    @property
+    def label(self) -> str:
+        """``prototype:Y->Sc,Cl->Br`` (or ``prototype:`` for no change)."""
+        changes = ",".join(f"{old}->{new}" for old, new in sorted(self.substitution.items()))
+        return f"{self.prototype_id}:{changes}"
+
+
+@dataclass
+class Generation:
+    """The candidates of a campaign and what was left out, with why.
+
+    Attributes:
+        candidates: unique candidates, in a deterministic order.
+        rejected: ``(label, reason)`` of combinations filtered out (charge balance) or removed
+            as duplicates of an earlier candidate.
+    """
+
+    candidates: list[Candidate]
+    rejected: list[tuple[str, str]]
+
+
+def parse_substitutions(specs: Iterable[str]) -> dict[str, list[str]]:
+    """``["Y=Sc,In,Er", "Cl=Br"]`` → ``{"Y": ["Sc", "In", "Er"], "Cl": ["Br"]}`` (the CLI's
+    ``--substitute`` syntax), with element symbols checked."""
+    result: dict[str, list[str]] = {}
+    for spec in specs:
+        old, sep, new = spec.partition("=")
+        replacements = [s.strip() for s in new.split(",") if s.strip()]
+        if not sep or not old.strip() or not replacements:
+            raise GPTFFInputError(
+                f"substitution {spec!r}: expected ELEMENT=NEW[,NEW...], e.g. Y=Sc,In"
+            )
+        result.setdefault(old.strip(), []).extend(replacements)
+    check_substitutions(result)
+    return result
+
+
+def check_substitutions(substitutions: Mapping[str, Sequence[str]]) -> None:
+    """Refuse unknown element symbols and empty replacement lists."""
+    for old, replacements in substitutions.items():
+        for symbol in (old, *replacements):
+            if not Element.is_valid_symbol(symbol):
+                raise GPTFFInputError(
+                    f"substitution {old}→{replacements}: {symbol!r} is not an element"
+                )
+        if not replacements:
+            raise GPTFFInputError(f"substitution for {old}: no replacement elements given")
+
+
+def combinations(
+    substitutions: Mapping[str, Sequence[str]], elements: Iterable[str], keep_original: bool = True
+) -> list[dict[str, str]]:
+    """Every combination of replacements of the ``elements`` present in a prototype.
+
+    With ``keep_original`` each element may also stay as it is (the all-unchanged combination
+    is left out); otherwise every listed element present is replaced."""
+    present = [e for e in substitutions if e in set(elements)]
+    options = [
+        ([old] if keep_original else []) + [new for new in substitutions[old] if new != old]
+        for old in present
+    ]
+    result = []
+    for choice in itertools.product(*options):
+        changes = {old: new for old, new in zip(present, choice, strict=True) if new != old}
+        if changes:
+            result.append(changes)
+    return result
+
+
+def suggested_substitutions(structure: Structure, threshold: float) -> list[dict[str, str]]:
+    """Substitutions pymatgen's data-mined substitution model (Hautier et al. 2011) rates above
+    ``threshold`` for the prototype's (oxidation-state-decorated) composition."""
+    from pymatgen.analysis.structure_prediction.substitution_probability import (
+        SubstitutionPredictor,
+    )
+
+    guesses = structure.composition.oxi_state_guesses(max_sites=-50)
+    if not guesses:
+        logger.info("no oxidation states for %s: no suggestions", structure.formula)
+        return []
+    decorated = Composition(
+        {f"{el}{_charge(q)}": n for el, n, q in _with_charges(structure, guesses[0])}
+    )
+    predictor = SubstitutionPredictor(threshold=threshold)
+    result = []
+    for prediction in predictor.composition_prediction(decorated, to_this_composition=False):
+        # "substitutions" maps each species of this composition to its replacement
+        changes = {
+            old.symbol: new.symbol
+            for old, new in prediction["substitutions"].items()
+            if old.symbol != new.symbol
+        }
+        if changes and changes not in result:
+            result.append(changes)
+    return result
+
+
+def _charge(q: float) -> str:
+    magnitude = abs(q)
+    text = str(int(magnitude)) if magnitude == int(magnitude) else f"{magnitude:g}"
+    return f"{text}{'+' if q >= 0 else '-'}"
+
+
+def _with_charges(structure: Structure, guess: Mapping[str, float]):
+    for element, amount in structure.composition.element_composition.items():
+        yield element.symbol, amount, guess[element.symbol]
+
+
+def is_charge_balanced(composition: Composition) -> bool:
+    """Whether pymatgen finds oxidation states (from its common ones) summing to zero;
+    metals and alloys with all-zero states count as balanced."""
+    if all(element.is_metal for element in composition.elements):
+        return True
+    return bool(composition.oxi_state_guesses(max_sites=-50))
+
+
+def substitute(prototype: Structure, changes: Mapping[str, str]) -> Structure:
+    """The prototype with every site of each element replaced at once (swaps are allowed)."""
+    result = prototype.copy()
+    result.replace_species(dict(changes))
+    return result
+
+
+def scale_volume(
+    candidate: Structure, prototype: Structure, method: str
+) -> tuple[Structure, str, str | None]:
+    """``(structure, method used, note)``: the candidate at its predicted volume (Å³)."""
+    if method == "none":
+        return candidate, "none", None
+    from pymatgen.analysis.structure_prediction.volume_predictor import (
+        DLSVolumePredictor,
+        RLSVolumePredictor,
+    )
+
+    try:
+        if method == "ionic-radii":
+            predicted = RLSVolumePredictor(check_isostructural=False).get_predicted_structure(
+                candidate, prototype
+            )
+        else:
+            predicted = DLSVolumePredictor().get_predicted_structure(candidate)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        return (
+            candidate,
+            "none",
+            f"{method} volume prediction failed ({error}); kept the prototype's lattice",
+        )
+    return predicted, method, None
+
+
+def generate(
+    prototypes: Mapping[str, Structure],
+    substitutions: Mapping[str, Sequence[str]] | None = None,
+    *,
+    keep_original: bool = True,
+    suggest_threshold: float | None = None,
+    charge_balanced: bool = False,
+    volume_scaling: str = "ionic-radii",
+    deduplicate: bool = True,
+) -> Generation:
+    """The candidates of a campaign from named prototypes.
+
+    Args:
+        prototypes: name → prototype structure (a known crystal, lattice in Å).
+        substitutions: element → replacement elements (see :func:`combinations`).
+        keep_original: let each element also stay unchanged in a combination.
+        suggest_threshold: also take pymatgen's suggested substitutions with probability above
+            this (None: none).
+        charge_balanced: keep only candidates with charge-balanced oxidation states.
+        volume_scaling: one of :data:`VOLUME_SCALINGS`.
+        deduplicate: drop candidates that StructureMatcher finds equal to an earlier one
+            (same composition and structure, from any prototype).
+    """
+    if volume_scaling not in VOLUME_SCALINGS:
+        raise GPTFFInputError(
+            f"volume_scaling must be one of {VOLUME_SCALINGS}, not {volume_scaling!r}"
+        )
+    substitutions = dict(substitutions or {})
+    check_substitutions(substitutions)
+    if not substitutions and suggest_threshold is None:
+        raise GPTFFInputError("no substitutions given and no suggestions asked for")
+    candidates: list[Candidate] = []
+    rejected: list[tuple[str, str]] = []
+    for name, prototype in prototypes.items():
+        symbols = [e.symbol for e in prototype.composition.elements]
+        changes_list = combinations(substitutions, symbols, keep_original)
+        if suggest_threshold is not None:
+            changes_list += [
+                c
+                for c in suggested_substitutions(prototype, suggest_threshold)
+                if c not in changes_list
+            ]
+        for changes in changes_list:
+            structure = substitute(prototype, changes)
+            label = Candidate(structure, name, changes, "none").label
+            if charge_balanced and not is_charge_balanced(structure.composition):
+                rejected.append((label, "not charge balanced"))
+                continue
+            scaled, used, note = scale_volume(structure, prototype, volume_scaling)
+            candidates.append(Candidate(scaled, name, changes, used, (note,) if note else ()))
+    if deduplicate:
+        candidates, duplicates = _unique(candidates)
+        rejected += duplicates
+    return Generation(candidates, rejected)
+
+
+def _unique(candidates: list[Candidate]) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    matcher = StructureMatcher()
+    kept: list[Candidate] = []
+    duplicates = []
+    by_formula: dict[str, list[Candidate]] = {}
+    for candidate in candidates:
+        same_formula = by_formula.setdefault(candidate.formula, [])
+        twin = next(
+            (k for k in same_formula if matcher.fit(k.structure, candidate.structure)), None
+        )
+        if twin is None:
+            same_formula.append(candidate)
+            kept.append(candidate)
+        else:
+            duplicates.append((candidate.label, f"duplicate of {twin.label}"))
+    return kept, duplicates
+
+
+def structure_key(structure: Structure, settings: Mapping) -> str:
+    """A stable hash of a structure (species, fractional coordinates and lattice rounded to
+    1e-6) together with the model and settings that compute it: the key under which a
+    candidate's result is stored, so that a rerun finds it."""
+    payload = {
+        "lattice": [[round(x, 6) for x in row] for row in structure.lattice.matrix.tolist()],
+        "species": [site.species_string for site in structure],
+        "frac": [[round(x, 6) % 1.0 for x in site.frac_coords] for site in structure],
+        "settings": settings,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

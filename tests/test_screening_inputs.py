@@ -1,0 +1,110 @@
+"""Candidate generation (counts, duplicates, charge balance, volumes) and energetics (formation
+energy, energy above hull against hand-computed values, cell policy) of substitution screening."""
+
+import pytest
+from ase.build import bulk
+from pymatgen.core import Composition
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from gptff_core.errors import GPTFFInputError
+from gptff_flows.energetics import elemental_reference, stabilities, supercell, supercell_repeats
+from gptff_flows.substitution import combinations, generate, parse_substitutions, structure_key
+
+
+def structure(*args, **kwargs):
+    return AseAtomsAdaptor.get_structure(bulk(*args, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def salt():
+    return structure("NaCl", "rocksalt", a=5.64, cubic=True)
+
+
+def test_combinations_with_and_without_the_original_elements():
+    subs = {"Na": ["K", "Li"], "Cl": ["Br"], "Mg": ["Ca"]}  # Mg absent from the prototype
+    assert len(combinations(subs, ["Na", "Cl"])) == 3 * 2 - 1
+    assert combinations(subs, ["Na", "Cl"], keep_original=False) == [
+        {"Na": "K", "Cl": "Br"},
+        {"Na": "Li", "Cl": "Br"},
+    ]
+
+
+def test_generation_counts_and_removes_duplicates_across_prototypes(salt):
+    primitive = structure("NaCl", "rocksalt", a=5.64)
+    result = generate({"cubic": salt, "primitive": primitive}, {"Na": ["K", "Li"], "Cl": ["Br"]})
+    assert sorted(c.formula for c in result.candidates) == sorted(
+        ["NaBr", "KCl", "KBr", "LiCl", "LiBr"]
+    )
+    assert {c.prototype_id for c in result.candidates} == {"cubic"}
+    assert len(result.rejected) == 5
+    assert all(reason.startswith("duplicate of cubic:") for _, reason in result.rejected)
+
+
+def test_charge_balance_filter(salt):
+    result = generate({"salt": salt}, {"Cl": ["O", "Br"]}, charge_balanced=True)
+    assert [c.formula for c in result.candidates] == ["NaBr"]
+    assert result.rejected == [("salt:Cl->O", "not charge balanced")]
+
+
+def test_ionic_radii_scale_the_volume_with_the_ions(salt):
+    result = generate({"salt": salt}, {"Na": ["K", "Li"]}, volume_scaling="ionic-radii")
+    per_atom = {c.formula: c.structure.volume / len(c.structure) for c in result.candidates}
+    prototype = salt.volume / len(salt)
+    assert per_atom["KCl"] > prototype > per_atom["LiCl"]
+    unscaled = generate({"salt": salt}, {"Na": ["K"]}, volume_scaling="none").candidates[0]
+    assert unscaled.structure.volume == pytest.approx(salt.volume)
+
+
+@pytest.mark.parametrize("spec", ["Y", "Y=", "=Sc", "Y=Xx", "Qq=Sc"])
+def test_bad_substitutions_are_refused(spec):
+    with pytest.raises(GPTFFInputError):
+        parse_substitutions([spec])
+
+
+def test_parse_substitutions_merges_repeated_elements():
+    assert parse_substitutions(["Y=Sc,In", "Cl=Br", "Y=Er"]) == {
+        "Y": ["Sc", "In", "Er"],
+        "Cl": ["Br"],
+    }
+
+
+def test_structure_key_depends_on_structure_and_settings(salt):
+    settings = {"model": "gptff-v2", "fmax": 0.05}
+    moved = salt.copy()
+    moved.translate_sites([0], [0.01, 0, 0])
+    assert structure_key(salt, settings) == structure_key(salt.copy(), dict(settings))
+    assert structure_key(salt, settings) != structure_key(moved, settings)
+    assert structure_key(salt, settings) != structure_key(salt, {**settings, "fmax": 0.02})
+
+
+def test_energy_above_hull_and_formation_energy_against_hand_computed_values():
+    """Elements A = Li (−3 eV/atom) and B = Cl (−2 eV/atom); LiCl forms at −1 eV/atom. At 25 %
+    Cl the hull lies halfway between Li (0) and LiCl (−1): −0.5 eV/atom of formation energy."""
+    phases = [(Composition("Li"), -3.0), (Composition("Cl2"), -4.0), (Composition("LiCl"), -7.0)]
+    reference = 3 * -3.0 + -2.0  # Li3Cl
+    candidates = [(Composition("Li3Cl"), reference + 4 * f) for f in (-0.4, -0.5, -0.6)]
+    result = stabilities(candidates, phases)
+    assert [r.formation_energy_per_atom for r in result] == pytest.approx([-0.4, -0.5, -0.6])
+    assert [r.e_above_hull for r in result] == pytest.approx([0.1, 0.0, -0.1], abs=1e-9)
+    assert result[0].decomposition == pytest.approx({"Li": 0.5, "LiCl": 0.5})
+
+
+def test_hull_needs_every_elemental_reference():
+    with pytest.raises(GPTFFInputError, match="Cl"):
+        stabilities([(Composition("LiCl"), -7.0)], [(Composition("Li"), -3.0)])
+
+
+def test_supercells_reach_the_atom_count_and_stay_compact():
+    cell = [[3.0, 0, 0], [0, 3.0, 0], [0, 0, 9.0]]
+    repeats = supercell_repeats(cell, 2, 64)
+    assert 2 * repeats[0] * repeats[1] * repeats[2] >= 64
+    lengths = [3.0 * repeats[0], 3.0 * repeats[1], 9.0 * repeats[2]]
+    assert max(lengths) / min(lengths) <= 2
+    assert len(supercell(bulk("Cu", "fcc", a=3.6), 64)) >= 64
+
+
+def test_elemental_references():
+    copper, kind = elemental_reference("Cu")
+    assert kind == "crystal" and len(copper) == 1
+    chlorine, kind = elemental_reference("Cl")
+    assert kind == "molecule" and chlorine.get_chemical_formula() == "Cl2"
