@@ -35,8 +35,8 @@ def arg(*flags: str, **kwargs) -> tuple[tuple[str, ...], dict]:
 
 _COMMANDS: list[tuple[str, str, dict, tuple, Callable[[argparse.Namespace], int]]] = []
 
-COMMAND_MODULES = ("gptff_core.training.cli",)
-"""Modules whose ``@command`` functions join ``gptff``."""
+COMMAND_MODULES = ("gptff_core.training.cli", "gptff_flows.cli")
+"""Modules whose ``@command`` functions join ``gptff`` (training, and the jobflow workflows)."""
 
 
 def command(name: str, help: str, *arguments, epilog: str | None = None, model_options=True):
@@ -241,6 +241,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     arg("--fix-cell", action="store_true", help="relax positions only"),
     arg("--output", metavar="PATH", help="relaxed structure (default ./<stem>_relaxed.cif)"),
     arg("--trajectory", metavar="PATH", help="write every step to this ASE .traj file"),
+    arg(
+        "--store",
+        nargs="?",
+        const="",
+        metavar="LOCATION",
+        help="also record the result in a job store (a directory, mongodb:// URI or 'jobflow'; "
+        "no value: the default store) for `gptff results`; needs the flows extra",
+    ),
     epilog=(
         "Exit codes: 0 converged; 1 bad input; 2 not converged within --steps (the last\n"
         "structure is written anyway); 130 interrupted by Ctrl-C (current structure written).\n"
@@ -306,6 +314,11 @@ def cmd_relax(args: argparse.Namespace) -> int:
     summary |= dict(final_stress_GPa=None if stress is None else stress.tolist())
     summary |= dict(n_steps=result.n_steps, converged=result.converged)
     summary |= dict(output=str(output), trajectory=args.trajectory)
+    if args.store is not None:
+        from gptff_flows.cli import store_relaxation
+
+        location = args.store or None
+        summary["store_uuid"] = store_relaxation(location, result, calculator, args.model)
     if args.json:
         _dump(summary)
     else:

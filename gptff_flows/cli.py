@@ -1,0 +1,235 @@
+"""``gptff eos`` and ``gptff results``: run EOS flows into a job store, and query the store.
+
+Imported by :func:`gptff_core.cli.build_parser`; jobflow, atomate2 and maggma are imported inside
+the command functions so ``gptff --help`` stays fast and works without the flows extra.
+Units printed: V0 Å³/atom, E0 eV/atom, B0 GPa.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from gptff_core.cli import arg, command, read_structures
+from gptff_core.errors import GPTFFInputError
+
+STORE_HELP = (
+    "job store: a directory, a mongodb:// URI, or 'jobflow' (jobflow's settings file); "
+    "default $GPTFF_STORE, else the embedded store in $GPTFF_STORE_DIR or "
+    "~/.local/share/gptff/store"
+)
+
+
+def _open_store(location: str | None):
+    try:
+        from gptff_flows.stores import open_job_store
+    except ImportError as exc:
+        raise GPTFFInputError(
+            f"this command needs the flows extra ({exc.name} is missing): pip install -e '.[flows]'"
+        ) from None
+    return open_job_store(location)
+
+
+def store_relaxation(location: str | None, result, calculator, model: str) -> str:
+    """Record a ``gptff relax`` result (a :class:`gptff_core.relax` result) in a store."""
+    store = _open_store(location)
+    from gptff_flows.run import record_relaxation
+
+    return record_relaxation(
+        store,
+        result.atoms,
+        energy=result.energy,
+        converged=result.converged,
+        n_steps=result.n_steps,
+        calculator=calculator,
+        model=model,
+    )
+
+
+@command(
+    "eos",
+    "equation of state of each structure (relax, strain, fit) run as a jobflow flow into a store",
+    arg("files", nargs="+", metavar="FILE", help="structure files (last frame of each is used)"),
+    arg("--store", metavar="LOCATION", help=STORE_HELP),
+    arg("--eos", default="birch_murnaghan", help="EOS form reported (%(default)s)"),
+    arg("--strain", type=float, default=0.05, help="± linear strain of the points (%(default)s)"),
+    arg("--points", type=int, default=6, help="strained cells per structure (%(default)s)"),
+    arg("--fmax", type=float, default=0.05, help="eV/Å, relaxation threshold (%(default)s)"),
+    arg("--plot-dir", metavar="DIR", help="PNG plots here (default: <store dir>/plots)"),
+    arg("--no-plot", action="store_true", help="write no plots"),
+    epilog=(
+        "The structure is relaxed (cell free), strained isotropically, each strained cell relaxed\n"
+        "at fixed cell, and the energies fitted. V0 in Å³/atom, E0 in eV/atom, B0 in GPa.\n"
+        "Results are written to the store job by job; `gptff results` finds them later.\n"
+        "Exit codes: 0 all fitted; 1 bad input or a flow failed (the others still ran)."
+    ),
+)
+def cmd_eos(args: argparse.Namespace) -> int:
+    if not 0 < args.strain < 0.3:
+        raise GPTFFInputError(f"--strain must be between 0 and 0.3, got {args.strain}")
+    if args.points < 3:
+        raise GPTFFInputError(f"--points must be at least 3, got {args.points}")
+    inputs = [(path, atoms) for path in args.files for _, atoms in read_structures(path, "-1")]
+    store = _open_store(args.store)
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from gptff_flows.flows.eos import GPTFFEosMaker
+    from gptff_flows.run import run_flow
+    from gptff_flows.stores import describe_store, store_dir
+
+    plot_dir = None
+    if not args.no_plot:
+        home = store_dir(store)
+        plot_dir = args.plot_dir or (str(home / "plots") if home is not None else None)
+    maker = GPTFFEosMaker(
+        model=args.model,
+        dtype=args.dtype,
+        smooth=args.smooth,
+        device=args.device,
+        eos=args.eos,
+        linear_strain=(-args.strain, args.strain),
+        number_of_frames=args.points,
+        relax_fmax=args.fmax,
+        plot_dir=plot_dir,
+    )
+    rows, failed = [], []
+    for k, (path, atoms) in enumerate(inputs, start=1):
+        if not args.json:
+            print(
+                f"[{k}/{len(inputs)}] {path}: EOS of {atoms.get_chemical_formula()}",
+                file=sys.stderr,
+            )
+        named = dataclasses.replace(maker, name=f"{maker.name} {Path(path).name}")
+        flow = named.make(AseAtomsAdaptor.get_structure(atoms))
+        try:
+            with warnings.catch_warnings():  # jobflow's own FutureWarnings are not the user's
+                warnings.filterwarnings("ignore", category=FutureWarning, module="jobflow")
+                responses = run_flow(flow, store)
+        except RuntimeError as exc:
+            failed.append(path)
+            print(f"gptff: error: EOS of {path} failed: {exc}", file=sys.stderr)
+            continue
+        doc = responses[flow.output.uuid][1].output
+        fit = doc.fit
+        rows.append(
+            dict(file=path, formula=doc.formula_pretty, n_atoms=doc.nsites, eos=fit.eos)
+            | dict(v0_per_atom=fit.v0_per_atom, b0=fit.b0, e0_per_atom=fit.e0_per_atom)
+            | dict(b1=fit.b1, plot=doc.plot_path, uuid=flow.output.uuid)
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, _COLUMNS["eos_run"])
+        print(f"stored in {describe_store(store)}")
+        if plot_dir is not None and rows:
+            print(f"plots in {plot_dir}")
+    return 1 if failed else 0
+
+
+@command(
+    "results",
+    "query the job store: EOS fits and relaxations by formula, chemical system, name, date",
+    arg("--store", metavar="LOCATION", help=STORE_HELP),
+    arg("--kind", choices=["all", "eos", "relax", "jobs"], default="all", help="what to list"),
+    arg("--formula", help="compound, any formula of it (NaCl, Na4Cl4)"),
+    arg("--chemsys", help="chemical system, e.g. Na-Cl"),
+    arg("--flow", dest="flow_name", metavar="TEXT", help="flow name contains TEXT"),
+    arg("--job", dest="job_name", metavar="TEXT", help="job name contains TEXT"),
+    arg("--since", metavar="DATE", help="completed at or after, ISO (2026-11-21[T10:00])"),
+    arg("--until", metavar="DATE", help="completed before (a bare date includes that day)"),
+    arg("--include-eos-points", action="store_true", help="list EOS points as relaxations"),
+    arg("--csv", action="store_true", help="print CSV (with --kind eos, relax or jobs)"),
+    model_options=False,
+    epilog="V0 in Å³/atom, E0 and E/atom in eV/atom, B0 in GPa, volumes in Å³/atom.",
+)
+def cmd_results(args: argparse.Namespace) -> int:
+    if args.csv and args.kind == "all":
+        raise GPTFFInputError("--csv prints one table: add --kind eos, --kind relax or --kind jobs")
+    if args.csv and args.json:
+        raise GPTFFInputError("choose one of --csv and --json")
+    store = _open_store(args.store)
+    from gptff_flows import queries
+
+    filters = dict(formula=args.formula, chemsys=args.chemsys, flow_name=args.flow_name)
+    filters |= dict(job_name=args.job_name, since=args.since, until=args.until)
+    tables = {}
+    if args.kind in ("all", "eos"):
+        tables["eos"] = queries.eos_results(store, **filters)
+    if args.kind in ("all", "relax"):
+        tables["relax"] = queries.relaxations(
+            store, include_eos_points=args.include_eos_points, **filters
+        )
+    if args.kind == "jobs":
+        tables["jobs"] = queries.gptff_jobs(store, **filters)
+    if args.json:
+        print(json.dumps(tables if args.kind == "all" else tables[args.kind], indent=2))
+    elif args.csv:
+        rows = tables[args.kind]
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["uuid"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for kind, rows in tables.items():
+            print(f"{_TITLES[kind]} ({len(rows)})")
+            _print_table(rows, _COLUMNS[kind])
+    return 0
+
+
+_TITLES = {"eos": "EOS fits", "relax": "relaxations", "jobs": "GPTFF jobs"}
+_COLUMNS = {
+    "eos": "formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f model:s "
+    "completed_at:time flow_name:s",
+    "relax": "formula:s n_atoms:d energy_per_atom_eV:.5f volume_per_atom:.4f converged:s "
+    "model:s completed_at:time job_name:s",
+    "jobs": "job_type:s formula:s n_atoms:d model:s completed_at:time job_name:s flow_name:s",
+    "eos_run": "file:s formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f",
+}
+"""Table columns: ``key:format`` (``s`` text, ``time`` a timestamp, else a format spec)."""
+_HEADERS = {
+    "v0_per_atom": "V0 (Å³/atom)",
+    "e0_per_atom": "E0 (eV/atom)",
+    "b0": "B0 (GPa)",
+    "b1": "B'",
+    "n_atoms": "atoms",
+    "energy_per_atom_eV": "E/atom (eV)",
+    "volume_per_atom": "V/atom (Å³)",
+    "completed_at": "completed",
+    "job_name": "job",
+    "flow_name": "flow",
+    "job_type": "type",
+}
+
+
+def _cell(value, spec: str) -> str:
+    if value is None:
+        return "-"
+    if spec == "time":
+        return str(value)[:19].replace("T", " ")
+    return str(value) if spec == "s" else format(value, spec)
+
+
+def _print_table(rows: list[dict], column_spec: str) -> None:
+    """Print ``rows`` as aligned columns (``column_spec``: see :data:`_COLUMNS`)."""
+    columns = [item.split(":", 1) for item in column_spec.split()]
+    if not rows:
+        print("  (none)")
+        return
+    cells = [[_cell(row.get(key), spec) for key, spec in columns] for row in rows]
+    titles = [_HEADERS.get(key, key) for key, _ in columns]
+    widths = [max(len(t), *(len(c[i]) for c in cells)) for i, t in enumerate(titles)]
+    numeric = [spec not in ("s", "time") for _, spec in columns]
+
+    def line(values: list[str]) -> str:
+        parts = [
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    print(line(titles))
+    for row in cells:
+        print(line(row))

@@ -1,0 +1,1 @@
+"""GPTFF flows: one module per workflow."""

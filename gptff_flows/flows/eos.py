@@ -1,0 +1,231 @@
+"""Equation of state with GPTFF: relax, strain, fit (Birch–Murnaghan by default), plot.
+
+:class:`GPTFFEosMaker` is atomate2's ``ForceFieldEosMaker`` with GPTFF relaxations: the input
+structure (it need not be relaxed) is relaxed with its cell free, strained isotropically
+``number_of_frames`` times over ``linear_strain``, each strained cell is relaxed at fixed cell,
+and a last job fits every EOS form pymatgen knows and writes a
+:class:`~gptff_flows.schemas.GPTFFEosDocument` for the chosen form: V0 (Å³/atom), E0 (eV/atom),
+B0 (GPa), B′ and the fitted curve, plus the provenance of the relaxations. atomate2's own
+fitting job (``postprocessor``) is off by default — the last job does its work — which saves one
+job per flow (a process start under jobflow-remote); pass one to have its output too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import units
+from atomate2.common.jobs.eos import EOSPostProcessor
+from atomate2.forcefields.flows.eos import ForceFieldEosMaker
+from jobflow import CURRENT_JOB, Flow, Maker, job
+from pymatgen.analysis.eos import EOS, EOSError
+from pymatgen.core import Structure
+
+from gptff_core.errors import GPTFFInputError
+from gptff_core.pretrained import DEFAULT_MODEL
+from gptff_flows.jobs import GPTFFRelaxMaker
+from gptff_flows.schemas import EosFit, GPTFFEosDocument, GPTFFProvenance
+
+logger = logging.getLogger(__name__)
+
+EOS_FORMS = ("birch_murnaghan", "murnaghan", "birch", "pourier_tarantola", "vinet")
+"""pymatgen EOS names this flow can report."""
+
+MIN_POINTS = 4
+"""Energy–volume points a 4-parameter EOS fit needs."""
+
+CURVE_POINTS = 60
+"""Volumes on which the fitted curve is stored."""
+
+
+@dataclass
+class GPTFFEosMaker(ForceFieldEosMaker):
+    """Energy–volume curve and EOS fit of a structure with GPTFF.
+
+    Args:
+        name: flow name.
+        model: registry name or checkpoint path (passed to both relaxation Makers).
+        dtype: ``"float32"`` or ``"float64"`` (float64 for fine energy differences).
+        smooth: C² cutoff envelopes (``None``: the checkpoint's setting).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        eos: the EOS form reported (one of :data:`EOS_FORMS`); all are fitted.
+        linear_strain: (min, max) linear strain of the deformations (dimensionless; volume
+            changes by about three times as much).
+        number_of_frames: strained cells; with the relaxed cell they make the fitted points.
+        relax_fmax: eV/Å, force threshold of the relaxations.
+        initial_relax_maker, eos_relax_maker: default to GPTFF relaxations with the fields above
+            (cell free, then cell fixed); pass your own :class:`GPTFFRelaxMaker` to change more.
+        postprocessor: atomate2's EOS fitting job, run before the last job (default none).
+        plot_dir: directory for a PNG of the fit written by the last job (``None``: no plot).
+    """
+
+    name: str = "GPTFF EOS"
+    model: str = DEFAULT_MODEL
+    dtype: str = "float32"
+    smooth: bool | None = None
+    device: str = "cpu"
+    eos: str = "birch_murnaghan"
+    relax_fmax: float = 0.05
+    initial_relax_maker: Maker | None = None
+    eos_relax_maker: Maker | None = None
+    postprocessor: EOSPostProcessor | None = None
+    plot_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.eos not in EOS_FORMS:
+            raise GPTFFInputError(f"eos must be one of {', '.join(EOS_FORMS)}, got {self.eos!r}")
+        if not self.relax_fmax > 0:
+            raise GPTFFInputError(f"relax_fmax must be > 0 eV/Å, got {self.relax_fmax}")
+        if self.number_of_frames < MIN_POINTS - 1:
+            raise GPTFFInputError(
+                f"number_of_frames must be at least {MIN_POINTS - 1} (with the relaxed cell, "
+                f"{MIN_POINTS} points for a 4-parameter fit), got {self.number_of_frames}"
+            )
+        if self.socket:
+            raise GPTFFInputError("socket=True is not supported by GPTFFEosMaker; leave it False")
+        options = dict(model=self.model, dtype=self.dtype, smooth=self.smooth, device=self.device)
+        relax_kwargs = {"fmax": self.relax_fmax}
+        if self.initial_relax_maker is None:
+            self.initial_relax_maker = GPTFFRelaxMaker(**options, relax_kwargs=relax_kwargs)
+        if self.eos_relax_maker is None:
+            self.eos_relax_maker = GPTFFRelaxMaker(
+                **options, relax_cell=False, relax_kwargs=relax_kwargs
+            )
+        for field_name in ("initial_relax_maker", "eos_relax_maker"):
+            if not isinstance(getattr(self, field_name), GPTFFRelaxMaker):
+                raise GPTFFInputError(
+                    f"{field_name} must be a GPTFFRelaxMaker (its documents carry the provenance)"
+                )
+
+    def make(self, structure: Structure, prev_dir: str | Path | None = None) -> Flow:
+        """The EOS flow of ``structure``; its output is a ``GPTFFEosDocument``."""
+        flow = super().make(structure, prev_dir=prev_dir)
+        relaxations = [j for j in flow.jobs if j.name.startswith(self.eos_relax_maker.name)]
+        flow.jobs[0].update_metadata({"gptff_role": "eos_initial_relax"})
+        for relaxation in relaxations:
+            relaxation.update_metadata({"gptff_role": "eos_point"})
+        summary = summarize_eos(
+            flow.output,
+            provenance=flow.jobs[0].output.gptff,
+            eos=self.eos,
+            plot_dir=self.plot_dir,
+        )
+        summary.name = f"{self.name} fit"
+        summary.update_metadata({"gptff_role": "eos_fit"})
+        flow.add_jobs(summary)
+        flow.output = summary.output
+        flow.update_metadata({"flow_name": self.name})
+        return flow
+
+
+def fit_eos(volumes: list[float], energies: list[float], form: str) -> EosFit:
+    """Fit ``form`` to per-atom volumes (Å³/atom) and energies (eV/atom).
+
+    Raises:
+        GPTFFInputError: the fit failed or gave a non-physical result (no minimum, B0 ≤ 0).
+    """
+    try:
+        fitted = EOS(eos_name=form).fit(volumes, energies)
+    except EOSError as exc:
+        raise GPTFFInputError(f"{form} fit failed: {exc}") from exc
+    b0 = float(fitted.b0) / units.GPa
+    values = (fitted.v0, fitted.e0, b0, fitted.b1)
+    if not all(np.isfinite(values)) or b0 <= 0:
+        raise GPTFFInputError(
+            f"{form} fit gave V0={fitted.v0} Å³/atom, B0={b0} GPa: the points do not bracket a "
+            "minimum; widen linear_strain or relax the structure first"
+        )
+    return EosFit(
+        eos=form,
+        v0_per_atom=float(fitted.v0),
+        e0_per_atom=float(fitted.e0),
+        b0=b0,
+        b1=float(fitted.b1),
+    )
+
+
+def _fitted_curve(
+    form: str, volumes: np.ndarray, energies: np.ndarray
+) -> tuple[list[float], list[float]]:
+    """The fitted E(V) (eV/atom) of ``form`` on a grid spanning ``volumes`` (Å³/atom)."""
+    grid = np.linspace(volumes.min(), volumes.max(), CURVE_POINTS)
+    fitted = EOS(eos_name=form).fit(volumes.tolist(), energies.tolist())
+    return grid.tolist(), np.asarray(fitted.func(grid), dtype=float).tolist()
+
+
+@job
+def summarize_eos(
+    eos_output: dict,
+    provenance: GPTFFProvenance | dict,
+    eos: str = "birch_murnaghan",
+    plot_dir: str | None = None,
+) -> GPTFFEosDocument:
+    """Per-atom EOS document from atomate2's EOS flow output (``eos_output["relax"]``)."""
+    relax = eos_output["relax"]
+    structures = [
+        s if isinstance(s, Structure) else Structure.from_dict(s) for s in relax["structure"]
+    ]
+    n_atoms = len(structures[0])
+    volumes = np.asarray(relax["volume"], dtype=float) / n_atoms
+    energies = np.asarray(relax["energy"], dtype=float) / n_atoms
+    order = np.argsort(volumes)
+    volumes, energies = volumes[order], energies[order]
+    fit = fit_eos(volumes.tolist(), energies.tolist(), eos)
+    others = []
+    for form in EOS_FORMS:
+        if form != eos:
+            try:
+                others.append(fit_eos(volumes.tolist(), energies.tolist(), form))
+            except GPTFFInputError as exc:
+                logger.warning("%s", exc)
+    curve_v, curve_e = _fitted_curve(eos, volumes, energies)
+    reference = structures[0]
+    doc = GPTFFEosDocument(
+        formula_pretty=reference.composition.reduced_formula,
+        chemsys=reference.composition.chemical_system,
+        nsites=n_atoms,
+        structure=reference,
+        fit=fit,
+        other_fits=others,
+        volumes_per_atom=volumes.tolist(),
+        energies_per_atom=energies.tolist(),
+        fitted_volumes_per_atom=curve_v,
+        fitted_energies_per_atom=curve_e,
+        gptff=GPTFFProvenance.model_validate(provenance).model_copy(update={"job_type": "eos"}),
+    )
+    if plot_dir is not None:
+        uuid = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else "local"
+        path = Path(plot_dir) / f"eos_{doc.formula_pretty}_{uuid[:8]}.png"
+        doc.plot_path = str(plot_eos(doc, path))
+    return doc
+
+
+def plot_eos(doc: GPTFFEosDocument | dict, path: str | Path) -> Path:
+    """Write a PNG of the computed points and the fitted curve (eV/atom vs Å³/atom) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doc = GPTFFEosDocument.model_validate(doc) if isinstance(doc, dict) else doc
+    fit = doc.fit
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(5, 4), dpi=120)
+    axes.plot(doc.volumes_per_atom, doc.energies_per_atom, "o", label="GPTFF")
+    axes.plot(doc.fitted_volumes_per_atom, doc.fitted_energies_per_atom, "-", label=fit.eos)
+    axes.set_xlabel("volume (Å³/atom)")
+    axes.set_ylabel("energy (eV/atom)")
+    axes.set_title(
+        f"{doc.formula_pretty} ({doc.gptff.model_name}): V0 {fit.v0_per_atom:.3f} Å³/atom, "
+        f"B0 {fit.b0:.1f} GPa",
+        fontsize=9,
+    )
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,202 @@
+"""Queries over GPTFF results in a job store; every function returns plain records (dicts).
+
+Records hold str, int, float, bool or None only, so they print as JSON or CSV directly. Units:
+energies eV (``*_eV``, or eV/atom for ``*_per_atom``), volumes Å³/atom, bulk moduli GPa.
+
+Filters shared by every query (all optional, combined with AND):
+
+* ``formula`` — any formula of the compound (``"NaCl"``, ``"Na4Cl4"``): matched on the reduced one;
+* ``chemsys`` — elements in any order (``"Na-Cl"``, ``"Cl-Na"``);
+* ``flow_name`` / ``job_name`` — substrings of the flow's or job's name (case-insensitive);
+* ``since`` / ``until`` — completion time, ``datetime`` or ISO text (``"2026-11-21"``,
+  ``"2026-11-21T10:00"``); a bare date as ``until`` includes that whole day.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+
+from jobflow import JobStore
+from pymatgen.core import Composition, Element
+
+from gptff_core.errors import GPTFFInputError
+
+EOS_DOCUMENT = "GPTFFEosDocument"
+EOS_POINT_ROLE = "eos_point"
+
+_COMMON = ["uuid", "name", "completed_at", "metadata"]
+_FORMULA = ["output.formula_pretty", "output.chemsys", "output.nsites", "output.gptff"]
+
+
+def _reduced_formula(formula: str) -> str:
+    try:
+        composition = Composition(formula)
+    except Exception:  # pymatgen raises ValueError, KeyError for unreadable formulas
+        composition = None
+    if composition is None or not composition.valid:
+        raise GPTFFInputError(
+            f"formula {formula!r} is not a chemical formula of known elements, e.g. NaCl"
+        )
+    return composition.reduced_formula
+
+
+def _chemsys(chemsys: str) -> str:
+    symbols = [s for s in re.split(r"[-,\s]+", chemsys.strip()) if s]
+    try:
+        return "-".join(sorted(Element(s).symbol for s in symbols))
+    except ValueError:
+        raise GPTFFInputError(
+            f"chemsys {chemsys!r} must be element symbols joined by '-', e.g. 'Na-Cl'"
+        ) from None
+
+
+def _moment(value: datetime | date | str, end_of_day: bool) -> str:
+    """ISO text comparable with jobflow's ``completed_at`` (local time, no zone)."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise GPTFFInputError(
+                f"date {value!r} is not ISO 8601, e.g. 2026-11-21 or 2026-11-21T10:00"
+            ) from None
+        whole_day = len(value.strip()) == 10
+    else:
+        parsed = (
+            value if isinstance(value, datetime) else datetime.combine(value, datetime.min.time())
+        )
+        whole_day = not isinstance(value, datetime)
+    if end_of_day and whole_day:
+        parsed += timedelta(days=1)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone().replace(tzinfo=None)
+    return parsed.isoformat()
+
+
+def _criteria(
+    formula: str | None = None,
+    chemsys: str | None = None,
+    flow_name: str | None = None,
+    job_name: str | None = None,
+    since: datetime | date | str | None = None,
+    until: datetime | date | str | None = None,
+) -> dict:
+    criteria: dict = {}
+    if formula:
+        criteria["output.formula_pretty"] = _reduced_formula(formula)
+    if chemsys:
+        criteria["output.chemsys"] = _chemsys(chemsys)
+    if flow_name:
+        criteria["metadata.flow_name"] = {"$regex": re.escape(flow_name), "$options": "i"}
+    if job_name:
+        criteria["name"] = {"$regex": re.escape(job_name), "$options": "i"}
+    window = {}
+    if since:
+        window["$gte"] = _moment(since, end_of_day=False)
+    if until:
+        window["$lt"] = _moment(until, end_of_day=True)
+    if window:
+        criteria["completed_at"] = window
+    return criteria
+
+
+def _get(doc: dict, dotted: str):
+    for key in dotted.split("."):
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def _base_record(doc: dict) -> dict:
+    gptff = _get(doc, "output.gptff") or {}
+    metadata = doc.get("metadata") or {}
+    return {
+        "formula": _get(doc, "output.formula_pretty"),
+        "chemsys": _get(doc, "output.chemsys"),
+        "n_atoms": _get(doc, "output.nsites"),
+        "job_name": doc.get("name"),
+        "flow_name": metadata.get("flow_name"),
+        "completed_at": doc.get("completed_at"),
+        "model": gptff.get("model_name"),
+        "checkpoint_sha256": gptff.get("checkpoint_sha256"),
+        "dtype": gptff.get("dtype"),
+        "smooth": gptff.get("smooth"),
+        "uuid": doc.get("uuid"),
+    }
+
+
+def _query(store: JobStore, criteria: dict, properties: list[str]) -> list[dict]:
+    store.connect()
+    docs = store.query(criteria, properties=_COMMON + properties, load=False)
+    return sorted(docs, key=lambda d: d.get("completed_at") or "")
+
+
+def eos_results(store: JobStore, **filters) -> list[dict]:
+    """EOS fits: one record per structure, oldest first.
+
+    Keys: ``formula``, ``chemsys``, ``n_atoms``, ``eos``, ``v0_per_atom`` (Å³/atom),
+    ``e0_per_atom`` (eV/atom), ``b0`` (GPa), ``b1``, ``n_points``, ``plot_path``, the provenance
+    (``model``, ``checkpoint_sha256``, ``dtype``, ``smooth``), ``job_name``, ``flow_name``,
+    ``completed_at``, ``uuid``. ``filters``: see the module docstring.
+    """
+    criteria = {"output.@class": EOS_DOCUMENT, **_criteria(**filters)}
+    properties = [*_FORMULA, "output.fit", "output.volumes_per_atom", "output.plot_path"]
+    records = []
+    for doc in _query(store, criteria, properties):
+        fit = _get(doc, "output.fit") or {}
+        record = _base_record(doc)
+        record |= {
+            "eos": fit.get("eos"),
+            "v0_per_atom": fit.get("v0_per_atom"),
+            "e0_per_atom": fit.get("e0_per_atom"),
+            "b0": fit.get("b0"),
+            "b1": fit.get("b1"),
+            "n_points": len(_get(doc, "output.volumes_per_atom") or []),
+            "plot_path": _get(doc, "output.plot_path"),
+        }
+        records.append(record)
+    return records
+
+
+def relaxations(store: JobStore, include_eos_points: bool = False, **filters) -> list[dict]:
+    """Relaxations (Maker jobs and ``gptff relax --store``), oldest first.
+
+    Keys: ``formula``, ``chemsys``, ``n_atoms``, ``energy_eV``, ``energy_per_atom_eV``,
+    ``volume_per_atom`` (Å³/atom), ``converged``, ``n_steps``, the provenance, ``job_name``,
+    ``flow_name``, ``completed_at``, ``uuid``. The fixed-cell relaxations of EOS points are left
+    out unless ``include_eos_points``. ``filters``: see the module docstring.
+    """
+    criteria = {"output.gptff.job_type": "relax", **_criteria(**filters)}
+    if not include_eos_points:
+        criteria["metadata.gptff_role"] = {"$ne": EOS_POINT_ROLE}
+    properties = [*_FORMULA, "output.output.energy", "output.output.n_steps", "output.volume"]
+    properties.append("output.is_force_converged")
+    records = []
+    for doc in _query(store, criteria, properties):
+        record = _base_record(doc)
+        energy, n_atoms, volume = (
+            _get(doc, "output.output.energy"),
+            record["n_atoms"],
+            _get(doc, "output.volume"),
+        )
+        record |= {
+            "energy_eV": energy,
+            "energy_per_atom_eV": None if energy is None or not n_atoms else energy / n_atoms,
+            "volume_per_atom": None if volume is None or not n_atoms else volume / n_atoms,
+            "converged": _get(doc, "output.is_force_converged"),
+            "n_steps": _get(doc, "output.output.n_steps"),
+        }
+        records.append(record)
+    return records
+
+
+def gptff_jobs(store: JobStore, **filters) -> list[dict]:
+    """Every GPTFF job (static, relax, MD, EOS fit), oldest first, with ``job_type``."""
+    criteria = {"output.gptff": {"$exists": True}, **_criteria(**filters)}
+    records = []
+    for doc in _query(store, criteria, list(_FORMULA)):
+        record = _base_record(doc)
+        record["job_type"] = (_get(doc, "output.gptff") or {}).get("job_type")
+        records.append(record)
+    return records
