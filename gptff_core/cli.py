@@ -35,7 +35,7 @@ def arg(*flags: str, **kwargs) -> tuple[tuple[str, ...], dict]:
 
 _COMMANDS: list[tuple[str, str, dict, tuple, Callable[[argparse.Namespace], int]]] = []
 
-COMMAND_MODULES = ("gptff_core.training.cli", "gptff_flows.cli")
+COMMAND_MODULES = ("gptff_core.training.cli", "gptff_flows.cli", "gptff_flows.cli_screening")
 """Modules whose ``@command`` functions join ``gptff`` (training, and the jobflow workflows)."""
 
 

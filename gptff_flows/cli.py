@@ -134,6 +134,7 @@ def cmd_eos(args: argparse.Namespace) -> int:
 @command(
     "results",
     "query the job store: EOS fits and relaxations by formula, chemical system, name, date",
+    arg("what", nargs="?", choices=["screen"], help="'screen': ranked screening candidates"),
     arg("--store", metavar="LOCATION", help=STORE_HELP),
     arg("--kind", choices=["all", "eos", "relax", "jobs"], default="all", help="what to list"),
     arg("--formula", help="compound, any formula of it (NaCl, Na4Cl4)"),
@@ -144,10 +145,16 @@ def cmd_eos(args: argparse.Namespace) -> int:
     arg("--until", metavar="DATE", help="completed before (a bare date includes that day)"),
     arg("--include-eos-points", action="store_true", help="list EOS points as relaxations"),
     arg("--csv", action="store_true", help="print CSV (with --kind eos, relax or jobs)"),
+    arg("--campaign", metavar="ID", help="screen: campaign id (default: every campaign)"),
+    arg("--max-ehull", type=float, metavar="EV", help="screen: at most EV eV/atom above hull"),
     model_options=False,
     epilog="V0 in Å³/atom, E0 and E/atom in eV/atom, B0 in GPa, volumes in Å³/atom.",
 )
 def cmd_results(args: argparse.Namespace) -> int:
+    if args.what == "screen":
+        from gptff_flows.cli_screening import results_screen
+
+        return results_screen(args)
     if args.csv and args.kind == "all":
         raise GPTFFInputError("--csv prints one table: add --kind eos, --kind relax or --kind jobs")
     if args.csv and args.json:
@@ -202,6 +209,9 @@ _HEADERS = {
     "job_name": "job",
     "flow_name": "flow",
     "job_type": "type",
+    "e_form_per_atom": "E_form (eV/atom)",
+    "e_above_hull": "E_hull (eV/atom)",
+    "n_steps": "steps",
 }
 
 

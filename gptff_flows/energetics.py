@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 from ase.build import bulk, molecule
-from ase.data import atomic_numbers, reference_states
+from ase.data import atomic_numbers, covalent_radii, reference_states
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
@@ -34,11 +34,20 @@ from gptff_core.errors import GPTFFInputError
 MOLECULE_BOX = 15.0
 """Å: edge of the cubic box around an elemental reference that is a molecule."""
 
+DIATOMIC_FALLBACK = frozenset({"H", "N", "O", "F", "P", "S", "Cl", "Br", "I", "At"})
+"""Elements whose reference is their diatomic molecule when ASE cannot build their crystal."""
+
+NOBLE_GASES = frozenset({"He", "Ne", "Ar", "Kr", "Xe", "Rn"})
+
 
 def elemental_reference(symbol: str) -> tuple[Atoms, str]:
-    """``(structure, kind)``: the element's reference state as ASE knows it (``kind`` "crystal"),
-    or, for the elements whose reference ASE cannot build (halogens, S, P, Ga, …), their
-    diatomic molecule in a :data:`MOLECULE_BOX` Å box (``kind`` "molecule")."""
+    """``(structure, kind)``: the element's reference state as ASE knows it (``kind`` "crystal");
+    for the molecular elements whose crystal ASE cannot build (H, N, O, F, P, S, halogens),
+    their diatomic molecule in a :data:`MOLECULE_BOX` Å box (``kind`` "molecule"; Br, I and At,
+    absent from ASE's molecules, as a dimer at twice the covalent radius); a noble gas as an
+    atom in the box; any other element without an ASE crystal (Mn, Ga, B, Se, Te, Pu, …) as fcc
+    at 2√2 covalent radii ("crystal"), whose relaxation is a local minimum, not necessarily the
+    ground state: give such elements' true reference as a competing phase."""
     if symbol not in atomic_numbers:
         raise GPTFFInputError(f"{symbol!r} is not an element")
     state = reference_states[atomic_numbers[symbol]] or {}
@@ -47,10 +56,17 @@ def elemental_reference(symbol: str) -> tuple[Atoms, str]:
             return bulk(symbol), "crystal"
         except (ValueError, KeyError, RuntimeError, NotImplementedError):
             pass
-    try:
-        atoms = molecule(f"{symbol}2")
-    except KeyError:
+    if symbol in DIATOMIC_FALLBACK or state.get("symmetry") == "diatom":
+        try:
+            atoms = molecule(f"{symbol}2")
+        except KeyError:  # not in ASE's molecule set (Br, I, At): a dimer at 2 covalent radii
+            bond = 2 * covalent_radii[atomic_numbers[symbol]]
+            atoms = Atoms(f"{symbol}2", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, bond]])
+    elif state.get("symmetry") == "atom" or symbol in NOBLE_GASES:
         atoms = Atoms(symbol, positions=[[0.0, 0.0, 0.0]])
+    else:  # no crystal ASE can build (Mn, Ga, B, Se, Pu, ...): fcc at 2√2 covalent radii
+        lattice = 2 * math.sqrt(2) * covalent_radii[atomic_numbers[symbol]]
+        return bulk(symbol, "fcc", a=lattice), "crystal"
     atoms.cell = [MOLECULE_BOX] * 3
     atoms.pbc = True
     atoms.center()
