@@ -35,7 +35,12 @@ def arg(*flags: str, **kwargs) -> tuple[tuple[str, ...], dict]:
 
 _COMMANDS: list[tuple[str, str, dict, tuple, Callable[[argparse.Namespace], int]]] = []
 
-COMMAND_MODULES = ("gptff_core.training.cli", "gptff_flows.cli", "gptff_flows.cli_screening")
+COMMAND_MODULES = (
+    "gptff_core.training.cli",
+    "gptff_flows.cli",
+    "gptff_flows.cli_screening",
+    "gptff_flows.cli_finetune_md",
+)
 """Modules whose ``@command`` functions join ``gptff`` (training, and the jobflow workflows)."""
 
 

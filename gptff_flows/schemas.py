@@ -21,7 +21,7 @@ from pymatgen.core import Structure
 
 logger = logging.getLogger(__name__)
 
-JobType = Literal["static", "relax", "md", "eos"]
+JobType = Literal["static", "relax", "md", "eos", "finetune", "finetune_md"]
 
 
 def gptff_version() -> str:
@@ -35,7 +35,9 @@ def gptff_version() -> str:
 class GPTFFProvenance(BaseModel):
     """Which GPTFF network produced a result, exactly."""
 
-    job_type: JobType = Field(description="what was computed: static, relax, md or eos")
+    job_type: JobType = Field(
+        description="what was computed: static, relax, md, eos, finetune or finetune_md"
+    )
     model: str = Field(description="model as requested: registry name or checkpoint path")
     model_name: str = Field(description="registry name, or the checkpoint file's stem")
     checkpoint_path: str = Field(description="checkpoint file that was loaded")

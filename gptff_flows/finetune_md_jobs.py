@@ -1,0 +1,461 @@
+"""Jobs of the fine-tune-then-MD flow (composed by :mod:`gptff_flows.flows.finetune_md`).
+
+* :func:`finetune_job` — fine-tunes a GPTFF network on frames from files or from job-store
+  documents, in a scratch directory it deletes afterwards; the checkpoint leaves the job only as
+  a :class:`~gptff_flows.finetune_md_schemas.CheckpointBlob` routed to the ``"data"`` store.
+* :func:`md_job` — writes the checkpoint from the store into its own directory (sha256 checked)
+  and runs MD at one temperature through atomate2's MD Maker
+  (:class:`~gptff_flows.jobs.GPTFFMDMaker`, ASE integrators); frames, energies and the
+  thermostat's conserved energy are recorded every ``traj_interval`` steps; the trajectory goes
+  to the ``"data"`` store and the diffusion analysis of the production part to the document.
+* :func:`summary_job` — Arrhenius fit, σ(300 K), plots, the summary document.
+
+Units: time step fs, temperature K, pressure GPa (converted to atomate2's kbar with ase.units),
+energies eV, D cm²/s, σ mS/cm.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from ase import units
+from ase.md.md import MolecularDynamics
+from ase.md.nose_hoover_chain import MTKNPT, NoseHooverChainNVT
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.verlet import VelocityVerlet
+from jobflow import CURRENT_JOB, job
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from gptff_core.errors import GPTFFInputError
+from gptff_flows.diffusion import (
+    analyze_diffusion,
+    fit_arrhenius_temperatures,
+    plot_arrhenius,
+    plot_msd,
+)
+from gptff_flows.finetune_md_schemas import (
+    CheckpointBlob,
+    FineTuneDocument,
+    FineTuneMDDocument,
+    MDTemperatureDocument,
+    TemperatureRow,
+    pack_trajectory,
+)
+from gptff_flows.schemas import GPTFFProvenance
+
+logger = logging.getLogger(__name__)
+
+KBAR = 1e3 * units.bar
+"""eV/Å³ per kbar (atomate2's pressure unit)."""
+
+DYNAMICS = {"nve": VelocityVerlet, "nvt": NoseHooverChainNVT, "npt": MTKNPT}
+"""ASE integrators: velocity Verlet (NVE), Nosé–Hoover chain (NVT) and MTK (NPT); the
+thermostatted ones have a conserved energy whose drift the documents report."""
+
+
+# ---------------------------------------------------------------------- training data
+
+
+def _step_frames(step: dict, source: str, index: int, group: str):
+    """A frame from one ionic step of an atomate2 document (stress kbar, VASP sign)."""
+    from gptff_core.training.datasets import make_frame, vasp_stress_to_ase
+
+    structure = step.get("structure") or step.get("struct_or_mol")
+    if structure is None:
+        return None
+    if isinstance(structure, dict):
+        structure = Structure.from_dict(structure)
+    energy = step.get("e_0_energy", step.get("energy", step.get("e_fr_energy")))
+    stress = step.get("stress")
+    stress = None if stress is None else vasp_stress_to_ase(stress)
+    return make_frame(
+        structure,
+        energy,
+        step.get("forces"),
+        stress,
+        source=source,
+        index=index,
+        group=group,
+    )
+
+
+def frames_from_documents(documents: Sequence[dict]) -> list:
+    """Training frames from job-store documents (or their ``output``).
+
+    Reads, in this order of preference: ``calcs_reversed[*].output.ionic_steps`` (atomate2 VASP
+    task documents), ``output.ionic_steps`` or ``ionic_steps`` (atomate2 force-field documents),
+    else the document's ``structure`` with ``energy``/``forces``/``stress`` (or those under
+    ``output``). Stresses are read as kbar with VASP's sign (atomate2's convention). Each
+    document is one trajectory for the train/validation split.
+
+    Raises:
+        GPTFFInputError: a document with no labelled structure.
+    """
+    frames = []
+    for k, document in enumerate(documents):
+        doc = document.get("output", document) if isinstance(document, dict) else document
+        if hasattr(doc, "model_dump"):
+            doc = doc.model_dump()
+        uuid = document.get("uuid", f"document {k}") if isinstance(document, dict) else k
+        source, steps = f"store:{uuid}", []
+        for calc in doc.get("calcs_reversed") or []:
+            steps += ((calc.get("output") or {}).get("ionic_steps")) or []
+        if not steps:
+            inner = doc.get("output") if isinstance(doc.get("output"), dict) else {}
+            steps = doc.get("ionic_steps") or inner.get("ionic_steps") or []
+        if not steps:
+            inner = doc.get("output") if isinstance(doc.get("output"), dict) else doc
+            steps = [{**inner, "structure": doc.get("structure") or inner.get("structure")}]
+        found = [_step_frames(step, source, i, source) for i, step in enumerate(steps)]
+        found = [f for f in found if f is not None and f.energy is not None]
+        if not found:
+            raise GPTFFInputError(f"{source}: no labelled structure (structure and energy)")
+        frames += found
+    return frames
+
+
+def _collect_frames(train_files, train_documents, train_query, file_format):
+    from gptff_core.training.datasets import read_datasets
+
+    frames, sources = [], []
+    if train_files:
+        frames += read_datasets([str(p) for p in train_files], file_format)
+        sources += [str(p) for p in train_files]
+    documents = list(train_documents or [])
+    if train_query:
+        store = CURRENT_JOB.store
+        if store is None:
+            raise GPTFFInputError("train_query needs a job store (run the flow with jobflow)")
+        found = list(store.query(train_query, load=True))
+        if not found:
+            raise GPTFFInputError(f"train_query {train_query} matched no document in the store")
+        documents += found
+    if documents:
+        frames += frames_from_documents(documents)
+        sources += [f"{len(documents)} store document(s)"]
+    if not frames:
+        raise GPTFFInputError("no training data: give train_files, train_documents or train_query")
+    return frames, sources
+
+
+@job(data=["checkpoint"])
+def finetune_job(
+    train_files: list[str] | None = None,
+    train_documents: list | None = None,
+    train_query: dict | None = None,
+    valid_files: list[str] | None = None,
+    file_format: str | None = None,
+    base_model: str = "gptff-v2",
+    recipe: dict | None = None,
+    valid_fraction: float = 0.1,
+    dtype: str = "float32",
+    smooth: bool | None = True,
+    device: str = "cpu",
+    seed: int = 0,
+) -> FineTuneDocument:
+    """Fine-tune ``base_model``; the checkpoint travels in the job store's "data" store.
+
+    Training runs in a scratch directory that is deleted when the job ends: later jobs can only
+    get the network from the store.
+    """
+    from gptff_core.calculator import GPTFFCalculator
+    from gptff_core.training import Recipe, Trainer, read_datasets, split_frames
+    from gptff_core.training.datasets import fingerprint
+
+    frames, sources = _collect_frames(train_files, train_documents, train_query, file_format)
+    if valid_files:
+        train, valid = frames, read_datasets([str(p) for p in valid_files], file_format)
+    else:
+        train, valid = split_frames(frames, valid_fraction, seed=seed)
+    recipe_obj = Recipe(**(recipe or {}))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gptff-finetune-") as scratch:
+        trainer = Trainer(
+            base_model, recipe_obj, device=device, dtype=dtype, smooth=smooth, progress=False
+        )
+        result = trainer.fit(train, valid, scratch)
+        blob = CheckpointBlob.from_file(result.best_checkpoint)
+        calculator = GPTFFCalculator(model=str(result.best_checkpoint), dtype=dtype, device=device)
+        provenance = GPTFFProvenance.from_calculator(calculator, "finetune", base_model)
+    logger.info("fine-tuned %s: checkpoint sha256 %s", base_model, blob.sha256)
+    return FineTuneDocument(
+        base_model=str(base_model),
+        n_train=len(train),
+        n_valid=len(valid),
+        data_sources=sources,
+        data_fingerprint=fingerprint(train),
+        recipe=recipe_obj.to_dict(),
+        before=result.before,
+        after=result.after,
+        best_epoch=result.best_epoch,
+        checkpoint_sha256=blob.sha256,
+        checkpoint_size_bytes=blob.size_bytes,
+        checkpoint=blob,
+        elapsed_s=time.perf_counter() - start,
+        gptff=provenance,
+    )
+
+
+# ---------------------------------------------------------------------- MD
+
+
+def recording_dynamics(base: type[MolecularDynamics], interval: int) -> type:
+    """A subclass of the ASE integrator ``base`` that records, every ``interval`` steps (and at
+    step 0), positions, cell, potential, kinetic and conserved energy, temperature and pressure
+    into ``instance.records``; ``cls.instances`` lists the instances created."""
+
+    class Recording(base):
+        instances: ClassVar[list] = []
+
+        def __init__(self, atoms, *args, **kwargs):
+            super().__init__(atoms, *args, **kwargs)
+            self.records: list[tuple] = []
+            type(self).instances.append(self)
+            self.attach(self._record, interval=interval)
+
+        def set_temperature(self, temperature_K=None, **_):  # atomate2 calls it every step
+            thermostat = getattr(self, "_thermostat", None)
+            if thermostat is not None and temperature_K is not None:
+                thermostat._kT = units.kB * temperature_K
+
+        def _record(self):
+            atoms = self.atoms
+            potential = atoms.get_potential_energy()
+            kinetic = atoms.get_kinetic_energy()
+            conserved = (
+                self.get_conserved_energy()
+                if hasattr(self, "get_conserved_energy")
+                else potential + kinetic
+            )
+            stress = atoms.get_stress(include_ideal_gas=True)
+            self.records.append(
+                (
+                    self.nsteps,
+                    atoms.get_positions(),
+                    atoms.cell.array.copy(),
+                    potential,
+                    kinetic,
+                    conserved,
+                    atoms.get_temperature(),
+                    -float(np.mean(stress[:3])) / units.GPa,
+                )
+            )
+
+    Recording.__name__ = f"Recording{base.__name__}"
+    return Recording
+
+
+def _drift(time_fs: np.ndarray, conserved: np.ndarray, n_atoms: int):
+    """(slope eV/atom/ps, largest deviation eV/atom) of the conserved energy."""
+    if len(time_fs) < 2:
+        return None, None
+    per_atom = (conserved - conserved[0]) / n_atoms
+    slope = np.polyfit(time_fs * units.fs / (1000 * units.fs), per_atom, 1)[0]
+    return float(slope), float(np.abs(per_atom).max())
+
+
+@job(data=["trajectory"])
+def md_job(
+    checkpoint: CheckpointBlob | dict,
+    structure: Structure,
+    temperature: float,
+    settings: dict,
+) -> MDTemperatureDocument:
+    """MD at ``temperature`` (K) with the checkpoint from the store, then diffusion analysis.
+
+    ``settings`` (from :class:`~gptff_flows.flows.finetune_md.FineTuneMDMaker`): ``ensemble``,
+    ``time_step`` fs, ``n_steps``, ``equilibration_steps``, ``traj_interval``, ``supercell``,
+    ``pressure`` GPa, ``tdamp``/``pdamp`` fs, ``seed``, ``species``, ``charge``, ``dtype``,
+    ``smooth``, ``device``, ``skin`` Å, ``n_blocks``.
+    """
+    from gptff_flows.jobs import GPTFFMDMaker
+
+    blob = CheckpointBlob.model_validate(checkpoint)
+    model_path = blob.write(Path.cwd())
+    ensemble = settings["ensemble"]
+    cell = structure.copy()
+    cell.make_supercell(settings["supercell"])
+    atoms = AseAtomsAdaptor.get_atoms(cell)
+    MaxwellBoltzmannDistribution(
+        atoms, temperature_K=temperature, rng=np.random.default_rng(settings["seed"])
+    )
+    Stationary(atoms)
+    cell.add_site_property("velocities", atoms.get_velocities().tolist())
+    interval = settings["traj_interval"]
+    dynamics = recording_dynamics(DYNAMICS[ensemble], interval)
+    md_kwargs = {}
+    if ensemble != "nve":
+        md_kwargs["tdamp"] = settings["tdamp"] * units.fs
+    if ensemble == "npt":
+        md_kwargs["pdamp"] = settings["pdamp"] * units.fs
+    total_steps = settings["equilibration_steps"] + settings["n_steps"]
+    maker = GPTFFMDMaker(
+        model=str(model_path),
+        dtype=settings["dtype"],
+        smooth=settings["smooth"],
+        device=settings["device"],
+        calculator_kwargs={"skin": settings["skin"]},
+        ensemble=ensemble,
+        dynamics=dynamics,
+        temperature=temperature,
+        pressure=settings["pressure"] * units.GPa / KBAR if ensemble == "npt" else None,
+        time_step=settings["time_step"],
+        n_steps=total_steps,
+        ase_md_kwargs=md_kwargs,
+        traj_interval=total_steps,  # the recorder keeps the frames; atomate2's observer idles
+    )
+    start = time.perf_counter()
+    maker.run_ase(cell)
+    elapsed = time.perf_counter() - start
+    runner = dynamics.instances[-1]
+    records = runner.records
+    steps = np.array([r[0] for r in records])
+    positions = np.array([r[1] for r in records])
+    cells = np.array([r[2] for r in records])
+    series = np.array([r[3:] for r in records], dtype=float)
+    potential, kinetic, conserved, temps, pressures = series.T
+    time_fs = steps * settings["time_step"]
+    production = steps >= settings["equilibration_steps"]
+    n_atoms = len(cell)
+    drift, deviation = _drift(time_fs[production], conserved[production], n_atoms)
+    volumes = np.abs(np.linalg.det(cells[production]))
+    frac = np.einsum("fai,fij->faj", positions[production], np.linalg.inv(cells[production]))
+    diffusion = None
+    if production.sum() >= 3:
+        diffusion = analyze_diffusion(
+            cell,
+            frac,
+            settings["species"],
+            temperature,
+            settings["time_step"] * interval,
+            lattices=cells[production],
+            charge=settings["charge"],
+            n_blocks=settings["n_blocks"],
+        )
+    calculator = maker.calculator
+    provenance = GPTFFProvenance.from_calculator(calculator, "md", f"finetuned:{blob.sha256}")
+    trajectory = pack_trajectory(
+        positions=positions.astype(np.float32),
+        cells=cells,
+        numbers=np.asarray(atoms.numbers),
+        steps=steps,
+        time_fs=time_fs,
+        potential_energy=potential,
+        kinetic_energy=kinetic,
+        conserved_energy=conserved,
+        temperature=temps,
+        pressure=pressures,
+    )
+    return MDTemperatureDocument(
+        formula_pretty=cell.composition.reduced_formula,
+        chemsys=cell.composition.chemical_system,
+        nsites=n_atoms,
+        temperature=float(temperature),
+        ensemble=ensemble,
+        dynamics=DYNAMICS[ensemble].__name__,
+        pressure=settings["pressure"] if ensemble == "npt" else None,
+        time_step=settings["time_step"],
+        n_steps=settings["n_steps"],
+        equilibration_steps=settings["equilibration_steps"],
+        traj_interval=interval,
+        supercell=[int(n) for n in settings["supercell"]],
+        seed=settings["seed"],
+        mean_temperature=float(temps[production].mean()),
+        std_temperature=float(temps[production].std()),
+        mean_pressure=float(pressures[production].mean()),
+        mean_volume=float(volumes.mean()),
+        conserved_quantity="total energy"
+        if ensemble == "nve"
+        else f"{DYNAMICS[ensemble].__name__} conserved energy",
+        conserved_drift=drift,
+        conserved_max_deviation=deviation,
+        diffusion=diffusion,
+        elapsed_s=elapsed,
+        ms_per_step=1e3 * elapsed / max(total_steps, 1),
+        trajectory=trajectory,
+        gptff=provenance,
+    )
+
+
+# ---------------------------------------------------------------------- summary
+
+
+@job
+def summary_job(
+    finetune: dict,
+    md_outputs: list,
+    structure: Structure,
+    inputs: dict,
+    plot_dir: str | None = None,
+) -> FineTuneMDDocument:
+    """Arrhenius fit over the temperatures, σ(300 K), plots, and the summary document."""
+    finetune_doc = FineTuneDocument.model_validate(finetune)
+    docs = sorted(
+        (MDTemperatureDocument.model_validate(d) for d in md_outputs),
+        key=lambda d: d.temperature,
+    )
+    results = [d.diffusion for d in docs if d.diffusion is not None]
+    rows = [
+        TemperatureRow(
+            temperature=d.temperature,
+            mean_temperature=d.mean_temperature,
+            mean_pressure=d.mean_pressure,
+            conserved_drift=d.conserved_drift,
+            diffusivity=d.diffusion.diffusivity if d.diffusion else None,
+            diffusivity_error=d.diffusion.diffusivity_error if d.diffusion else None,
+            conductivity=d.diffusion.conductivity if d.diffusion else None,
+            conductivity_error=d.diffusion.conductivity_error if d.diffusion else None,
+            flags=d.diffusion.flags if d.diffusion else ["no_production_frames"],
+        )
+        for d in docs
+    ]
+    species = inputs["species"]
+    if results:
+        arrhenius = fit_arrhenius_temperatures(results, structure)
+    else:
+        from gptff_flows.diffusion import ArrheniusFit
+
+        arrhenius = ArrheniusFit(
+            species=species, temperatures=[], diffusivities=[], flags=["no_diffusion_results"]
+        )
+    plots = {}
+    if plot_dir is not None and results:
+        uuid = CURRENT_JOB.job.uuid[:8] if CURRENT_JOB.job is not None else "local"
+        stem = f"{structure.composition.reduced_formula}_{species}_{uuid}"
+        plots["msd"] = str(plot_msd(results, Path(plot_dir) / f"msd_{stem}.png"))
+        plots["arrhenius"] = str(
+            plot_arrhenius(arrhenius, results, Path(plot_dir) / f"arrhenius_{stem}.png")
+        )
+    provenance = docs[0].gptff.model_copy(update={"job_type": "finetune_md"})
+    return FineTuneMDDocument(
+        formula_pretty=structure.composition.reduced_formula,
+        chemsys=structure.composition.chemical_system,
+        nsites=docs[0].nsites,
+        species=species,
+        structure=structure,
+        finetune={
+            "before": finetune_doc.before,
+            "after": finetune_doc.after,
+            "best_epoch": finetune_doc.best_epoch,
+            "n_train": finetune_doc.n_train,
+            "n_valid": finetune_doc.n_valid,
+            "base_model": finetune_doc.base_model,
+            "checkpoint_sha256": finetune_doc.checkpoint_sha256,
+            "data_fingerprint": finetune_doc.data_fingerprint,
+        },
+        temperatures=rows,
+        arrhenius=arrhenius,
+        activation_energy=arrhenius.activation_energy,
+        activation_energy_error=arrhenius.activation_energy_error,
+        conductivity_300K=arrhenius.conductivity_300K,
+        plots=plots,
+        inputs={**inputs, "data_fingerprint": finetune_doc.data_fingerprint},
+        gptff=provenance,
+    )

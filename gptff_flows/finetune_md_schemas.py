@@ -1,0 +1,178 @@
+"""Documents of the fine-tune-then-MD flow (:mod:`gptff_flows.flows.finetune_md`).
+
+* :class:`CheckpointBlob` — a fine-tuned checkpoint as base64 bytes with its sha256; the fine-tune
+  job routes it to the job store's ``"data"`` store, so an MD job on any node loads it from the
+  store (never from the fine-tune job's files).
+* :class:`FineTuneDocument` — validation metrics before/after fine-tuning, data and recipe, and
+  the checkpoint (a blob in the data store; its sha256 and size in the document).
+* :class:`MDTemperatureDocument` — one temperature: ensemble settings (fs, K, GPa), mean T and P,
+  drift of the conserved quantity (eV/atom/ps), the diffusion result (D cm²/s, σ mS/cm) and the
+  trajectory (a compressed blob in the data store, read with :func:`load_trajectory`).
+* :class:`FineTuneMDDocument` — the summary: per-temperature rows, the Arrhenius fit (Ea eV,
+  σ(300 K) mS/cm), plots, and the inputs needed to reproduce the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+from pymatgen.core import Structure
+
+from gptff_core.errors import GPTFFInputError
+from gptff_flows.diffusion import ArrheniusFit, DiffusionResult
+from gptff_flows.schemas import GPTFFProvenance
+
+
+class CheckpointBlob(BaseModel):
+    """A checkpoint file carried in the job store (base64 of its bytes)."""
+
+    filename: str = Field(description="file name it had, e.g. 'best.pt'")
+    sha256: str = Field(description="sha256 (hex) of the bytes")
+    size_bytes: int = Field(description="bytes of the checkpoint file")
+    data_base64: str = Field(description="the file's bytes, base64")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> CheckpointBlob:
+        raw = Path(path).read_bytes()
+        return cls(
+            filename=Path(path).name,
+            sha256=hashlib.sha256(raw).hexdigest(),
+            size_bytes=len(raw),
+            data_base64=base64.b64encode(raw).decode("ascii"),
+        )
+
+    def write(self, directory: str | Path) -> Path:
+        """Write the checkpoint into ``directory``; checks the sha256.
+
+        Raises:
+            GPTFFInputError: the bytes do not match the recorded sha256.
+        """
+        raw = base64.b64decode(self.data_base64)
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != self.sha256:
+            raise GPTFFInputError(
+                f"checkpoint {self.filename} from the store is corrupt: sha256 {digest} "
+                f"!= recorded {self.sha256}"
+            )
+        path = Path(directory) / f"finetuned-{self.sha256[:12]}.pt"
+        path.write_bytes(raw)
+        return path
+
+
+class FineTuneDocument(BaseModel):
+    """Result of the fine-tune job."""
+
+    base_model: str = Field(description="registry name or checkpoint path fine-tuned")
+    n_train: int = Field(description="training frames")
+    n_valid: int = Field(description="validation frames")
+    data_sources: list[str] = Field(description="files or store documents the frames came from")
+    data_fingerprint: str = Field(
+        description="sha256 of the training frames (elements, positions, ...)"
+    )
+    recipe: dict = Field(description="training recipe (gptff_core.training.Recipe fields)")
+    before: dict = Field(description="validation metrics before (meV/atom, meV/Å, GPa)")
+    after: dict = Field(description="validation metrics of the best checkpoint")
+    best_epoch: int = Field(description="epoch of the best checkpoint")
+    checkpoint_sha256: str = Field(description="sha256 of the fine-tuned checkpoint")
+    checkpoint_size_bytes: int = Field(description="bytes of the checkpoint")
+    checkpoint: CheckpointBlob = Field(description="the checkpoint (in the 'data' store)")
+    elapsed_s: float = Field(description="s, wall time of the fine-tuning")
+    gptff: GPTFFProvenance = Field(description="provenance of the fine-tuned network")
+
+
+class MDTemperatureDocument(BaseModel):
+    """MD at one temperature with the fine-tuned network, and its diffusion analysis."""
+
+    formula_pretty: str = Field(description="reduced formula")
+    chemsys: str = Field(description="chemical system, e.g. 'Cl-Li-Y'")
+    nsites: int = Field(description="atoms in the simulated (super)cell")
+    temperature: float = Field(description="K, thermostat target")
+    ensemble: str = Field(description="'nvt', 'npt' or 'nve'")
+    dynamics: str = Field(description="ASE integrator class")
+    pressure: float | None = Field(None, description="GPa, barostat target (NPT)")
+    time_step: float = Field(description="fs")
+    n_steps: int = Field(description="production steps")
+    equilibration_steps: int = Field(description="steps run before production (discarded)")
+    traj_interval: int = Field(description="steps between stored frames")
+    supercell: list[int] = Field(description="repetitions of the input cell along a, b, c")
+    seed: int = Field(description="seed of the Maxwell–Boltzmann velocities")
+    mean_temperature: float = Field(description="K, production mean (kinetic)")
+    std_temperature: float = Field(description="K, production standard deviation")
+    mean_pressure: float = Field(description="GPa, production mean, kinetic term included")
+    mean_volume: float = Field(description="Å³, production mean")
+    conserved_quantity: str = Field(
+        description="'total energy' (NVE) or the thermostat's conserved energy"
+    )
+    conserved_drift: float | None = Field(
+        None, description="eV/atom/ps, slope of the conserved quantity over production"
+    )
+    conserved_max_deviation: float | None = Field(
+        None, description="eV/atom, largest deviation from its production start"
+    )
+    diffusion: DiffusionResult | None = Field(None, description="D (cm²/s), σ (mS/cm), flags")
+    elapsed_s: float = Field(description="s, wall time of the MD")
+    ms_per_step: float = Field(description="ms per MD step")
+    trajectory: dict = Field(description="compressed frames (in the 'data' store)")
+    gptff: GPTFFProvenance = Field(description="the network used (the fine-tuned checkpoint)")
+
+
+class TemperatureRow(BaseModel):
+    """One temperature in the summary."""
+
+    temperature: float = Field(description="K, target")
+    mean_temperature: float = Field(description="K")
+    mean_pressure: float = Field(description="GPa")
+    conserved_drift: float | None = Field(None, description="eV/atom/ps")
+    diffusivity: float | None = Field(None, description="cm²/s")
+    diffusivity_error: float | None = Field(None, description="cm²/s, 1σ")
+    conductivity: float | None = Field(None, description="mS/cm")
+    conductivity_error: float | None = Field(None, description="mS/cm, 1σ")
+    flags: list[str] = Field(default_factory=list, description="see diffusion.FLAG_HELP")
+    md_uuid: str | None = Field(None, description="uuid of the MD job")
+
+
+class FineTuneMDDocument(BaseModel):
+    """Summary of a fine-tune-then-MD flow."""
+
+    formula_pretty: str = Field(description="reduced formula")
+    chemsys: str = Field(description="chemical system")
+    nsites: int = Field(description="atoms in the simulated (super)cell")
+    species: str = Field(description="mobile species")
+    structure: Structure = Field(description="the input structure (before the supercell)")
+    finetune: dict = Field(description="before/after metrics, checkpoint sha256, fine-tune uuid")
+    temperatures: list[TemperatureRow] = Field(description="per temperature, ascending")
+    arrhenius: ArrheniusFit = Field(description="Ea (eV) ± error, σ(300 K) mS/cm")
+    activation_energy: float | None = Field(None, description="eV, Ea")
+    activation_energy_error: float | None = Field(None, description="eV")
+    conductivity_300K: float | None = Field(None, description="mS/cm, extrapolated")
+    plots: dict[str, str] = Field(default_factory=dict, description="'msd', 'arrhenius': PNG paths")
+    inputs: dict = Field(description="Maker settings and data fingerprint to reproduce the run")
+    gptff: GPTFFProvenance = Field(description="the fine-tuned network used for the MD")
+
+
+def pack_trajectory(**arrays: np.ndarray) -> dict:
+    """``{"format": "npz-base64", "keys": [...], "data": ...}``: arrays compressed with numpy."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return {
+        "format": "npz-base64",
+        "keys": sorted(arrays),
+        "data": base64.b64encode(buffer.getvalue()).decode("ascii"),
+    }
+
+
+def load_trajectory(trajectory: dict | MDTemperatureDocument) -> dict[str, np.ndarray]:
+    """Arrays of a stored trajectory: ``positions`` (frames, atoms, 3) Å Cartesian, ``cells``
+    (frames, 3, 3) Å rows, ``numbers``, ``steps``, ``time_fs``, ``potential_energy``,
+    ``kinetic_energy``, ``conserved_energy`` (eV), ``temperature`` (K), ``pressure`` (GPa)."""
+    if isinstance(trajectory, MDTemperatureDocument):
+        trajectory = trajectory.trajectory
+    if trajectory.get("format") != "npz-base64":
+        raise GPTFFInputError(f"unknown trajectory format {trajectory.get('format')!r}")
+    with np.load(io.BytesIO(base64.b64decode(trajectory["data"]))) as data:
+        return {key: data[key] for key in data.files}

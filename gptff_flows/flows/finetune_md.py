@@ -1,0 +1,249 @@
+"""Fine-tune, then MD at several temperatures, then diffusion: the paper's Li₃YCl₆ study as a flow.
+
+:class:`FineTuneMDMaker` composes three kinds of jobs
+(:mod:`gptff_flows.finetune_md_jobs`):
+
+1. **fine-tune** — GPTFF (``model``, default gptff-v2) fine-tuned on frames from files
+   (``train_files``, formats of ``docs/training.md``) or from documents already in the job store
+   (``train_documents``: job outputs or references to them, e.g. atomate2 DFT task documents;
+   ``train_query``: a store query run by the job). Training happens in a scratch directory that
+   is deleted at the end of the job; the checkpoint leaves the job only as a base64 blob in the
+   store's ``"data"`` store, with its sha256 in the document.
+2. **MD**, one job per temperature — each writes the checkpoint from the store into its own
+   directory (sha256 checked) and runs NVT (Nosé–Hoover chain) or NPT (MTK) through atomate2's MD
+   Maker with ASE integrators on the ``supercell``; ``equilibration_steps`` are run and
+   discarded, then ``n_steps`` of production are analysed; the trajectory goes to the data store.
+3. **summary** — Arrhenius fit over the diffusive temperatures (Ea eV ± error), σ
+   extrapolated to 300 K (mS/cm), PNG plots of the MSD and of the Arrhenius fit.
+
+MD engine: ASE per temperature (atomate2) rather than TorchSim batching all temperatures;
+measured on this machine (CPU, 1 thread, Li₃N 2×2×2, 32 atoms, 3 temperatures × 100 steps,
+``benchmarks/finetune_md_engines.py``): ASE 61 ms/step, TorchSim 104 ms/step (TorchSim/ASE time
+1.7) — the ASE calculator reuses its neighbour list (``skin``) while the TorchSim model rebuilds
+it every step, and one CPU core gains nothing from batching. Independent jobs per temperature
+also run in parallel on a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from jobflow import Flow, Maker, OutputReference
+from pymatgen.core import Structure
+
+from gptff_core.errors import GPTFFInputError
+from gptff_core.pretrained import DEFAULT_MODEL
+from gptff_flows.diffusion import MIN_MSD_A2
+from gptff_flows.finetune_md_jobs import DYNAMICS, finetune_job, md_job, summary_job
+from gptff_flows.jobs import DTYPES
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLES = ("nvt", "npt", "nve")
+
+FAST_RECIPE = {"epochs": 10}
+"""Default recipe overrides: 10 epochs (the paper's recipe otherwise, learning rate 2e-4)."""
+
+
+@dataclass
+class FineTuneMDMaker(Maker):
+    """Fine-tune GPTFF on your data, run MD at several temperatures, report D, σ and Ea.
+
+    Args:
+        name: flow name.
+        species: mobile element whose diffusion is analysed, e.g. ``"Li"``.
+        temperatures: K, one MD job each (at least one; three or more give Ea's error).
+        ensemble: ``"nvt"`` (Nosé–Hoover chain), ``"npt"`` (MTK, isotropic+shear cell) or
+            ``"nve"`` (velocity Verlet; for checks).
+        time_step: fs.
+        n_steps: production steps per temperature (analysed).
+        equilibration_steps: steps run first and discarded.
+        traj_interval: steps between stored frames.
+        supercell: repetitions of the input cell along a, b, c.
+        pressure: GPa, NPT target.
+        tdamp: fs, thermostat time constant (default 100 time steps).
+        pdamp: fs, barostat time constant (default 1000 time steps).
+        seed: seed of the initial Maxwell–Boltzmann velocities.
+        charge: charge (e) of the mobile ion for Nernst–Einstein (None: pymatgen's valence
+            guess, +1 for Li/Na).
+        n_blocks: blocks of the production run for D's error.
+        model: network fine-tuned (registry name or checkpoint path).
+        recipe: :class:`~gptff_core.training.Recipe` fields (default :data:`FAST_RECIPE`).
+        valid_fraction: fraction of the frames split off for validation (whole trajectories).
+        file_format: ASE format name or ``gptff-csv`` for ``train_files`` (None: guessed).
+        dtype: ``"float32"`` or ``"float64"``.
+        smooth: C² cutoff envelopes for fine-tuning and MD (on by default: smooth MD).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        skin: Å, neighbour-list skin of the MD calculator.
+        plot_dir: directory of the PNG plots (None: no plots).
+    """
+
+    name: str = "GPTFF fine-tune MD"
+    species: str = "Li"
+    temperatures: list[float] = field(default_factory=lambda: [600.0, 800.0, 1000.0])
+    ensemble: str = "nvt"
+    time_step: float = 2.0
+    n_steps: int = 10_000
+    equilibration_steps: int = 1_000
+    traj_interval: int = 10
+    supercell: list[int] = field(default_factory=lambda: [1, 1, 1])
+    pressure: float = 0.0
+    tdamp: float | None = None
+    pdamp: float | None = None
+    seed: int = 0
+    charge: float | None = None
+    n_blocks: int = 5
+    model: str = DEFAULT_MODEL
+    recipe: dict = field(default_factory=lambda: dict(FAST_RECIPE))
+    valid_fraction: float = 0.1
+    file_format: str | None = None
+    dtype: str = "float32"
+    smooth: bool | None = True
+    device: str = "cpu"
+    skin: float = 1.0
+    plot_dir: str | None = None
+
+    def _validate(self, structure: Structure) -> None:
+        from gptff_core.training import Recipe
+
+        if self.ensemble not in ENSEMBLES:
+            raise GPTFFInputError(
+                f"ensemble must be one of {', '.join(ENSEMBLES)}, got {self.ensemble!r}"
+            )
+        temps = list(self.temperatures)
+        if not temps or not all(isinstance(t, int | float) and t > 0 for t in temps):
+            raise GPTFFInputError(f"temperatures must be positive numbers (K), got {temps!r}")
+        if len(set(temps)) != len(temps):
+            raise GPTFFInputError(f"temperatures must differ, got {temps!r}")
+        for name in ("time_step", "skin"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+                raise GPTFFInputError(f"{name} must be > 0, got {value!r}")
+        if self.time_step > 10:
+            raise GPTFFInputError(f"time_step is in fs; {self.time_step} fs is far too long")
+        for name in ("n_steps", "traj_interval"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise GPTFFInputError(f"{name} must be an integer ≥ 1, got {getattr(self, name)!r}")
+        if not (isinstance(self.equilibration_steps, int) and self.equilibration_steps >= 0):
+            raise GPTFFInputError(
+                f"equilibration_steps must be an integer ≥ 0, got {self.equilibration_steps!r}"
+            )
+        if self.n_steps // self.traj_interval < 3:
+            raise GPTFFInputError(
+                f"n_steps/traj_interval = {self.n_steps}/{self.traj_interval} gives fewer than 3 "
+                "production frames; lower traj_interval or raise n_steps"
+            )
+        if len(self.supercell) != 3 or not all(
+            isinstance(n, int) and n >= 1 for n in self.supercell
+        ):
+            raise GPTFFInputError(f"supercell must be three integers ≥ 1, got {self.supercell!r}")
+        if self.dtype not in DTYPES:
+            raise GPTFFInputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not 0 < self.valid_fraction < 1:
+            raise GPTFFInputError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        if self.n_blocks < 2:
+            raise GPTFFInputError(f"n_blocks must be ≥ 2, got {self.n_blocks}")
+        if self.charge is not None and not self.charge > 0:
+            raise GPTFFInputError(f"charge must be > 0 (e), got {self.charge}")
+        if self.species not in {site.specie.symbol for site in structure}:
+            raise GPTFFInputError(
+                f"species {self.species!r} is not in {structure.composition.reduced_formula}; "
+                "give the mobile element, e.g. Li"
+            )
+        try:
+            Recipe(**self.recipe)
+        except TypeError as exc:
+            raise GPTFFInputError(f"recipe: {exc}") from None
+
+    def settings(self) -> dict:
+        """The MD settings every MD job receives (fs, K, GPa, Å)."""
+        return dict(
+            ensemble=self.ensemble,
+            time_step=float(self.time_step),
+            n_steps=self.n_steps,
+            equilibration_steps=self.equilibration_steps,
+            traj_interval=self.traj_interval,
+            supercell=list(self.supercell),
+            pressure=float(self.pressure),
+            tdamp=float(self.tdamp if self.tdamp is not None else 100 * self.time_step),
+            pdamp=float(self.pdamp if self.pdamp is not None else 1000 * self.time_step),
+            seed=self.seed,
+            species=self.species,
+            charge=self.charge,
+            dtype=self.dtype,
+            smooth=self.smooth,
+            device=self.device,
+            skin=float(self.skin),
+            n_blocks=self.n_blocks,
+        )
+
+    def make(
+        self,
+        structure: Structure,
+        train_files: list[str | Path] | None = None,
+        train_documents: list | OutputReference | None = None,
+        train_query: dict | None = None,
+        valid_files: list[str | Path] | None = None,
+    ) -> Flow:
+        """The flow for ``structure`` (its output is a ``FineTuneMDDocument``).
+
+        Training data: any of ``train_files`` (paths readable where the fine-tune job runs),
+        ``train_documents`` (job outputs or references to them) and ``train_query`` (a job-store
+        query, e.g. ``{"name": {"$regex": "static"}}``); ``valid_files`` replaces the split.
+        """
+        if not isinstance(structure, Structure):
+            raise GPTFFInputError(f"structure must be a pymatgen Structure, got {type(structure)}")
+        self._validate(structure)
+        if not (train_files or train_documents or train_query):
+            raise GPTFFInputError(
+                "no training data: give train_files, train_documents or train_query"
+            )
+        files = [str(Path(p).resolve()) for p in train_files or []]
+        for path in files:
+            if not Path(path).is_file():
+                raise GPTFFInputError(f"training file {path} does not exist")
+        valid = [str(Path(p).resolve()) for p in valid_files or []] or None
+        finetune = finetune_job(
+            train_files=files or None,
+            train_documents=train_documents,
+            train_query=train_query,
+            valid_files=valid,
+            file_format=self.file_format,
+            base_model=self.model,
+            recipe=dict(self.recipe),
+            valid_fraction=self.valid_fraction,
+            dtype=self.dtype,
+            smooth=self.smooth,
+            device=self.device,
+            seed=self.seed,
+        )
+        finetune.name = f"{self.name} fine-tune"
+        finetune.update_metadata({"gptff_role": "finetune"})
+        settings = self.settings()
+        md_jobs = []
+        for temperature in sorted(float(t) for t in self.temperatures):
+            md = md_job(finetune.output.checkpoint, structure, temperature, settings)
+            md.name = f"{self.name} {self.ensemble.upper()} {temperature:g} K"
+            md.update_metadata(
+                {"gptff_role": "finetune_md_temperature", "temperature": temperature}
+            )
+            md_jobs.append(md)
+        inputs = {**asdict(self), "train_files": files, "valid_files": valid}
+        inputs["train_query"] = train_query
+        inputs["dynamics"] = {k: v.__name__ for k, v in DYNAMICS.items()}[self.ensemble]
+        inputs["min_msd_A2"] = MIN_MSD_A2
+        summary = summary_job(
+            finetune.output,
+            [md.output for md in md_jobs],
+            structure,
+            inputs,
+            plot_dir=self.plot_dir,
+        )
+        summary.name = f"{self.name} summary"
+        summary.update_metadata({"gptff_role": "finetune_md_summary"})
+        flow = Flow([finetune, *md_jobs, summary], output=summary.output, name=self.name)
+        flow.update_metadata({"flow_name": self.name})
+        return flow
