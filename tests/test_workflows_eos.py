@@ -1,0 +1,53 @@
+"""The paper's EOS demonstration (workflows/paper_eos.py): crystal data build the right cells,
+the statistics are right, and one compound runs end to end into a temporary store."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.core import Composition
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+sys.path.insert(0, str(WORKFLOWS))
+paper_eos = pytest.importorskip("paper_eos")
+
+ENTRIES = json.loads(paper_eos.DATA.read_text())["compounds"]
+ATOMS_PER_CELL = {"rocksalt": 8, "CsCl": 2, "zincblende": 8, "fluorite": 12, "perovskite": 5,
+                  "wurtzite": 4, "rutile": 6, "B2 alloy": 2, "L1_2 alloy": 4}  # fmt: skip
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e["name"] for e in ENTRIES])
+def test_published_cells_have_the_formula_and_volume_of_their_data(entry):
+    structure = paper_eos.published_structure(entry)
+    assert structure.composition.reduced_composition.almost_equals(Composition(entry["name"]))
+    assert len(structure) == ATOMS_PER_CELL[entry["type"]]
+    a, c = entry["a"], entry.get("c")
+    volume = {"wurtzite": np.sqrt(3) / 2 * a * a * c if c else None, "rutile": a * a * c
+              if c else None}.get(entry["type"], a**3)  # fmt: skip
+    assert structure.volume == pytest.approx(volume, rel=1e-9)
+
+
+def test_there_are_39_compounds():
+    assert len(ENTRIES) == 39 == len({e["name"] for e in ENTRIES})
+
+
+def test_parity_statistics_by_hand():
+    fitted, reference = np.array([11.0, 19.0, 30.0]), np.array([10.0, 20.0, 30.0])
+    r2, mape = paper_eos.parity_statistics(fitted, reference)
+    assert r2 == pytest.approx(1 - 2 / 200)
+    assert mape == pytest.approx(100 * (0.1 + 0.05 + 0) / 3)
+
+
+def test_one_compound_end_to_end_and_rerun_from_the_store(tmp_path):
+    args = ["--compounds", "NaCl", "--store", str(tmp_path / "store"), "--out", str(tmp_path)]
+    assert paper_eos.main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (row,) = summary["compounds"]
+    assert row["v0_gptff"] == pytest.approx(row["v0_reference"], rel=0.05)
+    assert (tmp_path / "v0_parity.png").stat().st_size > 0
+    assert paper_eos.main(args) == 0  # found in the store, not recomputed
+    rerun = json.loads((tmp_path / "summary.json").read_text())
+    assert rerun["compounds"] == summary["compounds"]
+    assert rerun["seconds"] < summary["seconds"]
