@@ -136,7 +136,12 @@ def cmd_eos(args: argparse.Namespace) -> int:
     "query the job store: EOS fits and relaxations by formula, chemical system, name, date",
     arg("what", nargs="?", choices=["screen"], help="'screen': ranked screening candidates"),
     arg("--store", metavar="LOCATION", help=STORE_HELP),
-    arg("--kind", choices=["all", "eos", "relax", "jobs"], default="all", help="what to list"),
+    arg(
+        "--kind",
+        choices=["all", "eos", "relax", "finetune-md", "jobs"],
+        default="all",
+        help="what to list",
+    ),
     arg("--formula", help="compound, any formula of it (NaCl, Na4Cl4)"),
     arg("--chemsys", help="chemical system, e.g. Na-Cl"),
     arg("--flow", dest="flow_name", metavar="TEXT", help="flow name contains TEXT"),
@@ -156,7 +161,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
         return results_screen(args)
     if args.csv and args.kind == "all":
-        raise GPTFFInputError("--csv prints one table: add --kind eos, --kind relax or --kind jobs")
+        raise GPTFFInputError("--csv prints one table: add --kind eos, relax, finetune-md or jobs")
     if args.csv and args.json:
         raise GPTFFInputError("choose one of --csv and --json")
     store = _open_store(args.store)
@@ -171,6 +176,10 @@ def cmd_results(args: argparse.Namespace) -> int:
         tables["relax"] = queries.relaxations(
             store, include_eos_points=args.include_eos_points, **filters
         )
+    if args.kind in ("all", "finetune-md"):
+        from gptff_flows.finetune_md_queries import finetune_md_results
+
+        tables["finetune-md"] = finetune_md_results(store, **filters)
     if args.kind == "jobs":
         tables["jobs"] = queries.gptff_jobs(store, **filters)
     if args.json:
@@ -187,12 +196,19 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-_TITLES = {"eos": "EOS fits", "relax": "relaxations", "jobs": "GPTFF jobs"}
+_TITLES = {
+    "eos": "EOS fits",
+    "relax": "relaxations",
+    "finetune-md": "fine-tune → MD → diffusion",
+    "jobs": "GPTFF jobs",
+}
 _COLUMNS = {
     "eos": "formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f model:s "
     "completed_at:time flow_name:s",
     "relax": "formula:s n_atoms:d energy_per_atom_eV:.5f volume_per_atom:.4f converged:s "
     "model:s completed_at:time job_name:s",
+    "finetune-md": "formula:s species:s temperatures:s diffusivities:s activation_energy:.3f "
+    "activation_energy_error:.3f conductivity_300K:.3g completed_at:time flow_name:s",
     "jobs": "job_type:s formula:s n_atoms:d model:s completed_at:time job_name:s flow_name:s",
     "eos_run": "file:s formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f",
 }
@@ -212,6 +228,11 @@ _HEADERS = {
     "e_form_per_atom": "E_form (eV/atom)",
     "e_above_hull": "E_hull (eV/atom)",
     "n_steps": "steps",
+    "activation_energy": "Ea (eV)",
+    "activation_energy_error": "±Ea (eV)",
+    "conductivity_300K": "σ300K (mS/cm)",
+    "temperatures": "T (K)",
+    "diffusivities": "D (cm²/s)",
 }
 
 

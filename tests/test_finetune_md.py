@@ -201,6 +201,13 @@ def test_cli_runs_the_flow_into_a_store(tmp_path, cu3au, train_file, capsys):
     (record,) = finetune_md_results(local_job_store(store_dir), formula="AuCu3")
     assert record["species"] == "Au" and record["temperatures"] == "700,900"
     assert record["finetune_checkpoint_sha256"] == summary["finetune"]["checkpoint_sha256"]
+    capsys.readouterr()
+    results = ["results", "--store", str(store_dir), "--kind", "finetune-md"]
+    assert main([*results, "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["activation_energy"] == record["activation_energy"]
+    assert main(results) == 0
+    assert "700,900" in capsys.readouterr().out
     from gptff_flows.cli_finetune_md import _supercell, _temperatures
 
     with pytest.raises(GPTFFInputError, match="temperatures"):
