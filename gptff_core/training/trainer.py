@@ -69,7 +69,7 @@ class TrainingResult:
         best_checkpoint, last_checkpoint: paths of ``best.pt`` and ``last.pt``.
         last_predictions: the last epoch's validation predictions (eV, eV/Å, eV/Å³).
         reference_refit: the refit record stored in the checkpoints.
-        best_epoch: the epoch of ``best.pt``.
+        best_epoch: the epoch of ``best.pt`` (0: the reference refit alone scored best).
         stopped_early: whether early stopping ended the run.
         files: every file written.
     """
@@ -315,6 +315,11 @@ class Trainer:
             state = RunState.load(self, out / STATE_FILE, prints)
         else:
             state = self._start(train, train_parts, valid, valid_parts, prints)
+            # the refitted model is the first candidate for best.pt: training that only makes
+            # the validation score worse leaves best.pt at the refit (epoch 0)
+            epoch0 = state.history[0]
+            state.best_score, state.best_epoch = self._score(epoch0.metrics), 0
+            self._save(self.model, out / "best.pt", state, epoch0, "best")
         return self._run(state, train, train_parts, valid, valid_parts, out, on_epoch_end)
 
     def _start(self, train, train_parts, valid, valid_parts, prints) -> RunState:
