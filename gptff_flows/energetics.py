@@ -111,11 +111,6 @@ class Stability:
     decomposition: dict[str, float]
 
 
-def chemical_potentials(references: Mapping[str, Sequence[float]]) -> dict[str, float]:
-    """The lowest energy per atom (eV) of each element's references (element → energies)."""
-    return {element: min(energies) for element, energies in references.items()}
-
-
 def formation_energy_per_atom(
     composition: Composition, energy: float, potentials: Mapping[str, float]
 ) -> float:
