@@ -207,7 +207,8 @@ _COLUMNS = {
     "completed_at:time flow_name:s",
     "relax": "formula:s n_atoms:d energy_per_atom_eV:.5f volume_per_atom:.4f converged:s "
     "model:s completed_at:time job_name:s",
-    "finetune-md": "formula:s species:s temperatures:s diffusivities:s activation_energy:.3f "
+    "finetune-md": "formula:s species:s finetuned:s temperatures:s diffusivities:s "
+    "activation_energy:.3f "
     "activation_energy_error:.3f conductivity_300K:.3g completed_at:time flow_name:s",
     "jobs": "job_type:s formula:s n_atoms:d model:s completed_at:time job_name:s flow_name:s",
     "eos_run": "file:s formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f",

@@ -49,7 +49,12 @@ def _supercell(text: str) -> list[int]:
 @command(
     "finetune-md",
     "fine-tune on labelled data, run MD at several temperatures, report D, σ and Ea (a flow)",
-    arg("--train", nargs="+", required=True, metavar="FILE", help="labelled training files"),
+    arg("--train", nargs="+", metavar="FILE", help="labelled training files"),
+    arg(
+        "--no-finetune",
+        action="store_true",
+        help="no training data: run the MD with --model as it is (the published network)",
+    ),
     arg("--valid", nargs="+", metavar="FILE", help="validation files (default: split off)"),
     arg("--format", dest="fmt", metavar="FMT", help="ASE format name, or gptff-csv"),
     arg("--structure", required=True, metavar="FILE", help="structure to simulate (last frame)"),
@@ -74,11 +79,16 @@ def _supercell(text: str) -> list[int]:
         "the structure at each temperature with the fine-tuned network (Nose-Hoover chain NVT,\n"
         "or MTK NPT), discards the equilibration, and fits D (cm2/s), the Nernst-Einstein\n"
         "conductivity (mS/cm) and the Arrhenius activation energy (eV), extrapolating σ to\n"
-        "300 K. Results go to the job store (`gptff results --kind jobs`); the checkpoint and\n"
+        "300 K. With --no-finetune (no training data) the MD runs with --model as it is.\n"
+        "Results go to the job store (`gptff results --kind jobs`); the checkpoint and\n"
         "trajectories to its data store. Exit codes: 0 done; 1 bad input or a job failed."
     ),
 )
 def cmd_finetune_md(args: argparse.Namespace) -> int:
+    if bool(args.train) == args.no_finetune:
+        raise GPTFFInputError("give --train FILE... to fine-tune, or --no-finetune")
+    if args.valid and args.no_finetune:
+        raise GPTFFInputError("--valid needs --train (it validates the fine-tuning)")
     temperatures = _temperatures(args.temperatures)
     supercell = _supercell(args.supercell)
     structures = list(read_structures(args.structure, "-1"))
@@ -108,6 +118,7 @@ def cmd_finetune_md(args: argparse.Namespace) -> int:
         seed=args.seed,
         charge=args.charge,
         model=args.model,
+        finetune=not args.no_finetune,
         recipe={"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed},
         file_format=args.fmt,
         dtype=args.dtype,
@@ -118,8 +129,13 @@ def cmd_finetune_md(args: argparse.Namespace) -> int:
     structure = AseAtomsAdaptor.get_structure(structures[0][1])
     flow = maker.make(structure, train_files=args.train, valid_files=args.valid)
     if not args.json:
+        what = (
+            f"{args.model} as published, NOT fine-tuned (--no-finetune)"
+            if args.no_finetune
+            else f"fine-tuning {args.model} on {len(args.train)} file(s), then"
+        )
         print(
-            f"fine-tuning {args.model} on {len(args.train)} file(s), then "
+            f"{what} "
             f"{args.ensemble.upper()} MD of {structure.composition.reduced_formula} "
             f"({len(structure) * supercell[0] * supercell[1] * supercell[2]} atoms) at "
             f"{', '.join(f'{t:g}' for t in temperatures)} K",
@@ -168,6 +184,8 @@ class _JobFailures(logging.Handler):
 
 def _report(doc) -> str:
     ft = doc.finetune
+    if ft is None:
+        return f"not fine-tuned: MD with {doc.gptff.model_name} as it is\n" + _md_report(doc)
     lines = [
         f"fine-tuning ({ft['n_train']} train / {ft['n_valid']} valid frames), validation MAE "
         "before -> after:",
@@ -180,6 +198,12 @@ def _report(doc) -> str:
         if ft["before"].get(key) is not None:
             lines.append(f"  {name:<18} {ft['before'][key]:10.3f} -> {ft['after'][key]:10.3f}")
     lines.append(f"checkpoint sha256 {ft['checkpoint_sha256'][:16]}… (in the store's data store)")
+    return "\n".join(lines) + "\n" + _md_report(doc)
+
+
+def _md_report(doc) -> str:
+    """Per-temperature table, Arrhenius fit and plot paths (T K, D cm²/s, σ mS/cm, Ea eV)."""
+    lines = []
     lines.append(
         f"{'T (K)':>7} {'<T> (K)':>8} {'<P> (GPa)':>9} {'drift (eV/atom/ps)':>18} "
         f"{'D (cm²/s)':>20} {'σ (mS/cm)':>18}  flags"

@@ -263,12 +263,15 @@ def _drift(time_fs: np.ndarray, conserved: np.ndarray, n_atoms: int):
 
 @job(data=["trajectory"])
 def md_job(
-    checkpoint: CheckpointBlob | dict,
+    checkpoint: CheckpointBlob | dict | None,
     structure: Structure,
     temperature: float,
     settings: dict,
+    model: str | None = None,
 ) -> MDTemperatureDocument:
     """MD at ``temperature`` (K) with the checkpoint from the store, then diffusion analysis.
+
+    ``checkpoint`` None: the MD runs with ``model`` (registry name or path) as it is.
 
     ``settings`` (from :class:`~gptff_flows.flows.finetune_md.FineTuneMDMaker`): ``ensemble``,
     ``time_step`` fs, ``n_steps``, ``equilibration_steps``, ``traj_interval``, ``supercell``,
@@ -277,8 +280,13 @@ def md_job(
     """
     from gptff_flows.jobs import GPTFFMDMaker
 
-    blob = CheckpointBlob.model_validate(checkpoint)
-    model_path = blob.write(Path.cwd())
+    if checkpoint is None:
+        if model is None:
+            raise GPTFFInputError("md_job needs a fine-tuned checkpoint or a model")
+        network, source = str(model), str(model)
+    else:
+        blob = CheckpointBlob.model_validate(checkpoint)
+        network, source = str(blob.write(Path.cwd())), f"finetuned:{blob.sha256}"
     ensemble = settings["ensemble"]
     cell = structure.copy()
     cell.make_supercell(settings["supercell"])
@@ -297,7 +305,7 @@ def md_job(
         md_kwargs["pdamp"] = settings["pdamp"] * units.fs
     total_steps = settings["equilibration_steps"] + settings["n_steps"]
     maker = GPTFFMDMaker(
-        model=str(model_path),
+        model=network,
         dtype=settings["dtype"],
         smooth=settings["smooth"],
         device=settings["device"],
@@ -340,7 +348,7 @@ def md_job(
             n_blocks=settings["n_blocks"],
         )
     calculator = maker.calculator
-    provenance = GPTFFProvenance.from_calculator(calculator, "md", f"finetuned:{blob.sha256}")
+    provenance = GPTFFProvenance.from_calculator(calculator, "md", source)
     trajectory = pack_trajectory(
         positions=positions.astype(np.float32),
         cells=cells,
@@ -389,14 +397,16 @@ def md_job(
 
 @job
 def summary_job(
-    finetune: dict,
+    finetune: dict | None,
     md_outputs: list,
     structure: Structure,
     inputs: dict,
     plot_dir: str | None = None,
 ) -> FineTuneMDDocument:
-    """Arrhenius fit over the temperatures, σ(300 K), plots, and the summary document."""
-    finetune_doc = FineTuneDocument.model_validate(finetune)
+    """Arrhenius fit over the temperatures, σ(300 K), plots, and the summary document.
+
+    ``finetune`` None: the MD ran with the model as it is, not fine-tuned."""
+    finetune_doc = None if finetune is None else FineTuneDocument.model_validate(finetune)
     docs = sorted(
         (MDTemperatureDocument.model_validate(d) for d in md_outputs),
         key=lambda d: d.temperature,
@@ -440,7 +450,7 @@ def summary_job(
         nsites=docs[0].nsites,
         species=species,
         structure=structure,
-        finetune={
+        finetune=None if finetune_doc is None else {
             "before": finetune_doc.before,
             "after": finetune_doc.after,
             "best_epoch": finetune_doc.best_epoch,
@@ -456,6 +466,6 @@ def summary_job(
         activation_energy_error=arrhenius.activation_energy_error,
         conductivity_300K=arrhenius.conductivity_300K,
         plots=plots,
-        inputs={**inputs, "data_fingerprint": finetune_doc.data_fingerprint},
+        inputs={**inputs, "data_fingerprint": finetune_doc and finetune_doc.data_fingerprint},
         gptff=provenance,
     )

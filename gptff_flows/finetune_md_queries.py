@@ -20,12 +20,13 @@ def finetune_md_results(store: JobStore, **filters) -> list[dict]:
     Keys: ``formula``, ``chemsys``, ``n_atoms``, ``species``, ``activation_energy`` (eV),
     ``activation_energy_error`` (eV), ``conductivity_300K`` (mS/cm), ``temperatures`` (K, comma
     separated), ``diffusivities`` (cm²/s, comma separated), ``flags`` (per temperature,
-    ``T:flag+flag``), ``finetune_checkpoint_sha256``, the provenance, ``job_name``,
+    ``T:flag+flag``), ``finetuned`` (False: MD with the model as it is),
+    ``finetune_checkpoint_sha256``, the provenance, ``job_name``,
     ``flow_name``, ``completed_at``, ``uuid``.
     """
     criteria = {"output.@class": SUMMARY_DOCUMENT, **queries._criteria(**filters)}
     properties = [*queries._FORMULA, "output.species", "output.arrhenius"]
-    properties += ["output.temperatures", "output.finetune.checkpoint_sha256"]
+    properties += ["output.temperatures", "output.finetune"]
     records = []
     for doc in queries._query(store, criteria, properties):
         output = doc.get("output") or {}
@@ -45,6 +46,7 @@ def finetune_md_results(store: JobStore, **filters) -> list[dict]:
             "flags": " ".join(
                 f"{row['temperature']:g}:{'+'.join(row['flags'])}" for row in rows if row["flags"]
             ),
+            "finetuned": output.get("finetune") is not None,
             "finetune_checkpoint_sha256": (output.get("finetune") or {}).get("checkpoint_sha256"),
         }
         records.append(record)

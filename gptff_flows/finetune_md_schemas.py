@@ -118,7 +118,7 @@ class MDTemperatureDocument(BaseModel):
     elapsed_s: float = Field(description="s, wall time of the MD")
     ms_per_step: float = Field(description="ms per MD step")
     trajectory: dict = Field(description="compressed frames (in the 'data' store)")
-    gptff: GPTFFProvenance = Field(description="the network used (the fine-tuned checkpoint)")
+    gptff: GPTFFProvenance = Field(description="the network used (fine-tuned or as it is)")
 
 
 class TemperatureRow(BaseModel):
@@ -144,7 +144,10 @@ class FineTuneMDDocument(BaseModel):
     nsites: int = Field(description="atoms in the simulated (super)cell")
     species: str = Field(description="mobile species")
     structure: Structure = Field(description="the input structure (before the supercell)")
-    finetune: dict = Field(description="before/after metrics, checkpoint sha256, fine-tune uuid")
+    finetune: dict | None = Field(
+        description="before/after metrics and checkpoint sha256; None: MD with the model as it "
+        "is, not fine-tuned"
+    )
     temperatures: list[TemperatureRow] = Field(description="per temperature, ascending")
     arrhenius: ArrheniusFit = Field(description="Ea (eV) ± error, σ(300 K) mS/cm")
     activation_energy: float | None = Field(None, description="eV, Ea")
@@ -152,7 +155,7 @@ class FineTuneMDDocument(BaseModel):
     conductivity_300K: float | None = Field(None, description="mS/cm, extrapolated")
     plots: dict[str, str] = Field(default_factory=dict, description="'msd', 'arrhenius': PNG paths")
     inputs: dict = Field(description="Maker settings and data fingerprint to reproduce the run")
-    gptff: GPTFFProvenance = Field(description="the fine-tuned network used for the MD")
+    gptff: GPTFFProvenance = Field(description="the network used for the MD")
 
 
 def pack_trajectory(**arrays: np.ndarray) -> dict:

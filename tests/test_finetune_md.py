@@ -172,6 +172,45 @@ def test_bad_settings_are_rejected(cu3au, train_file):
         FineTuneMDMaker(species="Au").make(cu3au)
     with pytest.raises(GPTFFInputError, match="time_step"):
         FineTuneMDMaker(species="Au", time_step=20).make(cu3au, train_files=[train_file])
+    with pytest.raises(GPTFFInputError, match="finetune=False, but training"):
+        FineTuneMDMaker(species="Au", finetune=False).make(cu3au, train_files=[train_file])
+
+
+def test_without_training_data_the_md_runs_with_the_model_as_it_is(tmp_path, cu3au, capsys):
+    """``--no-finetune``: no fine-tune job; each MD job loads the published v2 checkpoint and the
+    summary says the model was not fine-tuned."""
+    import json
+
+    from gptff_core.cli import main
+    from gptff_core.pretrained import resolve_checkpoint, sha256_of
+    from gptff_flows import queries
+    from gptff_flows.finetune_md_queries import finetune_md_results
+
+    structure_file = tmp_path / "cu3au.cif"
+    cu3au.to(filename=str(structure_file))
+    store_dir = tmp_path / "store"
+    argv = ["finetune-md", "--no-finetune", "--structure", str(structure_file), "--species"]
+    argv += ["Au", "--temperatures", "700,900", "--steps", "30", "--equilibration", "10"]
+    argv += ["--interval", "5", "--store", str(store_dir)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "NOT fine-tuned" in captured.err and "not fine-tuned: MD with gptff-v2" in captured.out
+    store = local_job_store(store_dir)
+    kinds = sorted(record["job_type"] for record in queries.gptff_jobs(store))
+    assert kinds == ["finetune_md", "md", "md"]  # no fine-tune job
+    published = sha256_of(resolve_checkpoint("gptff-v2"))
+    store.connect()
+    md_docs = list(store.query({"output.@class": "MDTemperatureDocument"}))
+    assert len(md_docs) == 2
+    assert all(d["output"]["gptff"]["checkpoint_sha256"] == published for d in md_docs)
+    (record,) = finetune_md_results(store, formula="AuCu3")
+    assert record["finetuned"] is False and record["finetune_checkpoint_sha256"] is None
+    assert main(argv[:1] + argv[2:]) == 1  # neither --train nor --no-finetune
+    assert "give --train FILE... to fine-tune, or --no-finetune" in capsys.readouterr().err
+    assert main(["results", "--store", str(store_dir), "--kind", "finetune-md", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["finetuned"] is False
+
 
 
 def test_cli_runs_the_flow_into_a_store(tmp_path, cu3au, train_file, capsys):

@@ -71,6 +71,9 @@ class FineTuneMDMaker(Maker):
             guess, +1 for Li/Na).
         n_blocks: blocks of the production run for D's error.
         model: network fine-tuned (registry name or checkpoint path).
+        finetune: ``False`` skips fine-tuning: the MD runs with ``model`` as it is (e.g. the
+            published network when no training data exist); the summary says so
+            (``finetune`` is None).
         recipe: :class:`~gptff_core.training.Recipe` fields (default :data:`FAST_RECIPE`).
         valid_fraction: fraction of the frames split off for validation (whole trajectories).
         file_format: ASE format name or ``gptff-csv`` for ``train_files`` (None: guessed).
@@ -97,6 +100,7 @@ class FineTuneMDMaker(Maker):
     charge: float | None = None
     n_blocks: int = 5
     model: str = DEFAULT_MODEL
+    finetune: bool = True
     recipe: dict = field(default_factory=lambda: dict(FAST_RECIPE))
     valid_fraction: float = 0.1
     file_format: str | None = None
@@ -197,35 +201,44 @@ class FineTuneMDMaker(Maker):
         if not isinstance(structure, Structure):
             raise GPTFFInputError(f"structure must be a pymatgen Structure, got {type(structure)}")
         self._validate(structure)
-        if not (train_files or train_documents or train_query):
+        has_data = bool(train_files or train_documents or train_query)
+        if self.finetune and not has_data:
             raise GPTFFInputError(
-                "no training data: give train_files, train_documents or train_query"
+                "no training data: give train_files, train_documents or train_query "
+                "(or finetune=False to run MD with the model as it is)"
             )
+        if not self.finetune and (has_data or valid_files):
+            raise GPTFFInputError("finetune=False, but training or validation data were given")
         files = [str(Path(p).resolve()) for p in train_files or []]
         for path in files:
             if not Path(path).is_file():
                 raise GPTFFInputError(f"training file {path} does not exist")
         valid = [str(Path(p).resolve()) for p in valid_files or []] or None
-        finetune = finetune_job(
-            train_files=files or None,
-            train_documents=train_documents,
-            train_query=train_query,
-            valid_files=valid,
-            file_format=self.file_format,
-            base_model=self.model,
-            recipe=dict(self.recipe),
-            valid_fraction=self.valid_fraction,
-            dtype=self.dtype,
-            smooth=self.smooth,
-            device=self.device,
-            seed=self.seed,
-        )
-        finetune.name = f"{self.name} fine-tune"
-        finetune.update_metadata({"gptff_role": "finetune"})
+        jobs = []
+        checkpoint = None
+        if self.finetune:
+            finetune = finetune_job(
+                train_files=files or None,
+                train_documents=train_documents,
+                train_query=train_query,
+                valid_files=valid,
+                file_format=self.file_format,
+                base_model=self.model,
+                recipe=dict(self.recipe),
+                valid_fraction=self.valid_fraction,
+                dtype=self.dtype,
+                smooth=self.smooth,
+                device=self.device,
+                seed=self.seed,
+            )
+            finetune.name = f"{self.name} fine-tune"
+            finetune.update_metadata({"gptff_role": "finetune"})
+            jobs.append(finetune)
+            checkpoint = finetune.output.checkpoint
         settings = self.settings()
         md_jobs = []
         for temperature in sorted(float(t) for t in self.temperatures):
-            md = md_job(finetune.output.checkpoint, structure, temperature, settings)
+            md = md_job(checkpoint, structure, temperature, settings, model=self.model)
             md.name = f"{self.name} {self.ensemble.upper()} {temperature:g} K"
             md.update_metadata(
                 {"gptff_role": "finetune_md_temperature", "temperature": temperature}
@@ -236,7 +249,7 @@ class FineTuneMDMaker(Maker):
         inputs["dynamics"] = {k: v.__name__ for k, v in DYNAMICS.items()}[self.ensemble]
         inputs["min_msd_A2"] = MIN_MSD_A2
         summary = summary_job(
-            finetune.output,
+            jobs[0].output if jobs else None,
             [md.output for md in md_jobs],
             structure,
             inputs,
@@ -244,6 +257,6 @@ class FineTuneMDMaker(Maker):
         )
         summary.name = f"{self.name} summary"
         summary.update_metadata({"gptff_role": "finetune_md_summary"})
-        flow = Flow([finetune, *md_jobs, summary], output=summary.output, name=self.name)
+        flow = Flow([*jobs, *md_jobs, summary], output=summary.output, name=self.name)
         flow.update_metadata({"flow_name": self.name})
         return flow
