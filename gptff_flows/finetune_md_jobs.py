@@ -206,10 +206,15 @@ def finetune_job(
 # ---------------------------------------------------------------------- MD
 
 
-def recording_dynamics(base: type[MolecularDynamics], interval: int) -> type:
+def recording_dynamics(
+    base: type[MolecularDynamics], interval: int, total_steps: int | None = None
+) -> type:
     """A subclass of the ASE integrator ``base`` that records, every ``interval`` steps (and at
     step 0), positions, cell, potential, kinetic and conserved energy, temperature and pressure
-    into ``instance.records``; ``cls.instances`` lists the instances created."""
+    into ``instance.records``; ``cls.instances`` lists the instances created. With
+    ``total_steps``, progress (step, T K, P GPa, ms/step) is logged at INFO about every tenth of
+    the run."""
+    log_every = None if total_steps is None else max(1, total_steps // 10)
 
     class Recording(base):
         instances: ClassVar[list] = []
@@ -217,8 +222,11 @@ def recording_dynamics(base: type[MolecularDynamics], interval: int) -> type:
         def __init__(self, atoms, *args, **kwargs):
             super().__init__(atoms, *args, **kwargs)
             self.records: list[tuple] = []
+            self._started = time.perf_counter()
             type(self).instances.append(self)
             self.attach(self._record, interval=interval)
+            if log_every is not None:
+                self.attach(self._log_progress, interval=log_every)
 
         def set_temperature(self, temperature_K=None, **_):  # atomate2 calls it every step
             thermostat = getattr(self, "_thermostat", None)
@@ -246,6 +254,20 @@ def recording_dynamics(base: type[MolecularDynamics], interval: int) -> type:
                     atoms.get_temperature(),
                     -float(np.mean(stress[:3])) / units.GPa,
                 )
+            )
+
+        def _log_progress(self):
+            if self.nsteps == 0:
+                return
+            stress = self.atoms.get_stress(include_ideal_gas=True)
+            logger.info(
+                "%s: step %d/%d, T %.0f K, P %.2f GPa, %.0f ms/step",
+                base.__name__,
+                self.nsteps,
+                total_steps,
+                self.atoms.get_temperature(),
+                -float(np.mean(stress[:3])) / units.GPa,
+                1e3 * (time.perf_counter() - self._started) / self.nsteps,
             )
 
     Recording.__name__ = f"Recording{base.__name__}"
@@ -297,13 +319,13 @@ def md_job(
     Stationary(atoms)
     cell.add_site_property("velocities", atoms.get_velocities().tolist())
     interval = settings["traj_interval"]
-    dynamics = recording_dynamics(DYNAMICS[ensemble], interval)
+    total_steps = settings["equilibration_steps"] + settings["n_steps"]
+    dynamics = recording_dynamics(DYNAMICS[ensemble], interval, total_steps)
     md_kwargs = {}
     if ensemble != "nve":
         md_kwargs["tdamp"] = settings["tdamp"] * units.fs
     if ensemble == "npt":
         md_kwargs["pdamp"] = settings["pdamp"] * units.fs
-    total_steps = settings["equilibration_steps"] + settings["n_steps"]
     maker = GPTFFMDMaker(
         model=network,
         dtype=settings["dtype"],
@@ -318,6 +340,13 @@ def md_job(
         n_steps=total_steps,
         ase_md_kwargs=md_kwargs,
         traj_interval=total_steps,  # the recorder keeps the frames; atomate2's observer idles
+    )
+    logger.info(
+        "%s MD at %g K: %d steps of %g fs",
+        ensemble.upper(),
+        temperature,
+        total_steps,
+        settings["time_step"],
     )
     start = time.perf_counter()
     maker.run_ase(cell)
@@ -450,7 +479,9 @@ def summary_job(
         nsites=docs[0].nsites,
         species=species,
         structure=structure,
-        finetune=None if finetune_doc is None else {
+        finetune=None
+        if finetune_doc is None
+        else {
             "before": finetune_doc.before,
             "after": finetune_doc.after,
             "best_epoch": finetune_doc.best_epoch,
