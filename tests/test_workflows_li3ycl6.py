@@ -93,3 +93,21 @@ def test_demo_without_training_data_runs_and_is_read_back(demo, tmp_path, capsys
     monkeypatch.setattr("gptff_flows.run.run_flow", no_rerun)
     assert demo.main(argv) == 0
     assert "already in the store" in capsys.readouterr().err
+
+
+def test_submit_hands_the_flow_to_jobflow_remote(demo, tmp_path, capsys, monkeypatch):
+    submitted = {}
+
+    def fake_submit(flow, worker, project=None):
+        submitted.update(flow=flow, worker=worker, project=project)
+        return list(range(len(flow.jobs)))
+
+    monkeypatch.setattr("gptff_flows.run.submit_flow", fake_submit)
+    argv = ["--paper", "--submit", "cluster", "--project", "gptff", "--out", str(tmp_path)]
+    assert demo.main(argv) == 0
+    flow = submitted["flow"]
+    assert submitted["worker"] == "cluster" and submitted["project"] == "gptff"
+    # --paper: seven temperatures from 300 to 700 K, no fine-tune job without --train
+    assert len(flow.jobs) == 7 + 1
+    assert "T=300,350,400,450,500,600,700 sc=2x2x2" in flow.name
+    assert "submitted 8 jobs" in capsys.readouterr().out
