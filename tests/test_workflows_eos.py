@@ -51,3 +51,21 @@ def test_one_compound_end_to_end_and_rerun_from_the_store(tmp_path):
     rerun = json.loads((tmp_path / "summary.json").read_text())
     assert rerun["compounds"] == summary["compounds"]
     assert rerun["seconds"] < summary["seconds"]
+
+
+def test_submit_sends_one_flow_per_compound(tmp_path, monkeypatch, capsys):
+    submitted = []
+
+    def fake_submit(flow, worker, project=None):
+        submitted.append((flow.name, worker, project))
+        return list(range(len(flow.jobs)))
+
+    monkeypatch.setattr("gptff_flows.run.submit_flow", fake_submit)
+    args = ["--compounds", "NaCl", "MgO", "--submit", "cluster", "--out", str(tmp_path)]
+    assert paper_eos.main(args) == 0
+    assert [name for name, *_ in submitted] == [
+        "paper-eos NaCl gptff-v2 float32 fmax=0.02",
+        "paper-eos MgO gptff-v2 float32 fmax=0.02",
+    ]
+    assert all(worker == "cluster" for _, worker, _ in submitted)
+    assert "run this again without --submit" in capsys.readouterr().out

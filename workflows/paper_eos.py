@@ -13,6 +13,8 @@ the mean absolute percentage error, and writes a parity plot and a JSON summary.
     python workflows/paper_eos.py                      # 8 compounds, a few minutes on a laptop
     python workflows/paper_eos.py --all                # all 39 (the paper's size)
     python workflows/paper_eos.py --all --reference dft.csv --column v0_pbe --store mongodb://...
+    python workflows/paper_eos.py --all --submit WORKER     # jobflow-remote; rerun without
+                                                            # --submit on its store for the table
 
 Results stay queryable: ``gptff results --kind eos``. A compound whose fit is already in the
 store (same model, dtype and settings) is not recomputed.
@@ -111,6 +113,12 @@ def _fits(queries, store, flow_name: str) -> list[dict]:
     ]
 
 
+def _flow_name(entry: dict, args: argparse.Namespace) -> str:
+    """The flow name, which encodes the settings: a rerun finds the fits made with them."""
+    smooth = " smooth" if args.smooth else ""
+    return f"paper-eos {entry['name']} {args.model} {args.dtype}{smooth} fmax={args.fmax}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="all 39 compounds (default: 8)")
@@ -126,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", help="job store location (default: the embedded store)")
     parser.add_argument("--reference", metavar="CSV", help="reference volumes (Å³/atom)")
     parser.add_argument("--column", default="v0_per_atom", help="column of --reference")
+    parser.add_argument("--submit", metavar="WORKER", help="submit to jobflow-remote instead")
+    parser.add_argument("--project", help="jobflow-remote project (with --submit)")
     parser.add_argument("--out", default="out/paper_eos", help="plot and summary (%(default)s)")
     parser.add_argument(
         "--threads",
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gptff_flows import queries
     from gptff_flows.flows.eos import GPTFFEosMaker
-    from gptff_flows.run import run_flow
+    from gptff_flows.run import run_flow, submit_flow
     from gptff_flows.stores import describe_store, open_job_store
 
     entries = json.loads(DATA.read_text())["compounds"]
@@ -151,14 +161,24 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown compounds {unknown}; see {DATA}")
         entries = [e for e in entries if e["name"] in wanted]
     references = reference_volumes(entries, args.reference, args.column)
+    if args.submit:
+        for seed, entry in enumerate(entries):
+            maker = GPTFFEosMaker(name=_flow_name(entry, args), model=args.model,
+                                  dtype=args.dtype, smooth=args.smooth or None,
+                                  relax_fmax=args.fmax, linear_strain=LINEAR_STRAIN)  # fmt: skip
+            flow = maker.make(unrelaxed(published_structure(entry), args.strain, seed))
+            ids = submit_flow(flow, worker=args.submit, project=args.project)
+            print(f"{entry['name']}: submitted {len(ids)} jobs")
+        print("when they are done, run this again without --submit, with --store on the "
+              "project's job store, for the table")  # fmt: skip
+        return 0
     store = open_job_store(args.store)
     print(f"{len(entries)} compounds, {args.model} {args.dtype}, store {describe_store(store)}",
           file=sys.stderr)  # fmt: skip
     started = time.perf_counter()
     rows = []
     for seed, entry in enumerate(tqdm(entries, desc="EOS", unit="compound")):
-        smooth = " smooth" if args.smooth else ""
-        name = f"paper-eos {entry['name']} {args.model} {args.dtype}{smooth} fmax={args.fmax}"
+        name = _flow_name(entry, args)
         if not _fits(queries, store, name):
             maker = GPTFFEosMaker(name=name, model=args.model, dtype=args.dtype,
                                   smooth=args.smooth or None, relax_fmax=args.fmax,
