@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from ase import Atoms, units
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import thermalize_momenta
 
 from gptff_core import GPTFFCalculator
 
@@ -35,7 +35,7 @@ def run_ase(atoms: Atoms, temperatures, steps: int, dtype: str) -> float:
     for temperature in temperatures:
         copy = atoms.copy()
         copy.calc = GPTFFCalculator(model="gptff-v2", dtype=dtype, smooth=True, skin=1.0)
-        MaxwellBoltzmannDistribution(copy, temperature_K=temperature, rng=np.random.default_rng(0))
+        thermalize_momenta(copy, temperature_K=temperature, rng=np.random.default_rng(0))
         dyn = Langevin(copy, 2 * units.fs, temperature_K=temperature, friction=0.01 / units.fs)
         dyn.run(steps)
     return time.perf_counter() - start

@@ -27,7 +27,7 @@ import numpy as np
 from ase import units
 from ase.md.md import MolecularDynamics
 from ase.md.nose_hoover_chain import MTKNPT, NoseHooverChainNVT
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 from jobflow import CURRENT_JOB, job
 from pymatgen.core import Structure
@@ -313,7 +313,7 @@ def md_job(
     cell = structure.copy()
     cell.make_supercell(settings["supercell"])
     atoms = AseAtomsAdaptor.get_atoms(cell)
-    MaxwellBoltzmannDistribution(
+    thermalize_momenta(
         atoms, temperature_K=temperature, rng=np.random.default_rng(settings["seed"])
     )
     Stationary(atoms)
