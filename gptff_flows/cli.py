@@ -138,7 +138,7 @@ def cmd_eos(args: argparse.Namespace) -> int:
     arg("--store", metavar="LOCATION", help=STORE_HELP),
     arg(
         "--kind",
-        choices=["all", "eos", "relax", "finetune-md", "jobs"],
+        choices=["all", "eos", "relax", "finetune-md", "tensile", "jobs"],
         default="all",
         help="what to list",
     ),
@@ -161,7 +161,9 @@ def cmd_results(args: argparse.Namespace) -> int:
 
         return results_screen(args)
     if args.csv and args.kind == "all":
-        raise GPTFFInputError("--csv prints one table: add --kind eos, relax, finetune-md or jobs")
+        raise GPTFFInputError(
+            "--csv prints one table: add --kind eos, relax, finetune-md, tensile or jobs"
+        )
     if args.csv and args.json:
         raise GPTFFInputError("choose one of --csv and --json")
     store = _open_store(args.store)
@@ -180,6 +182,10 @@ def cmd_results(args: argparse.Namespace) -> int:
         from gptff_flows.finetune_md_queries import finetune_md_results
 
         tables["finetune-md"] = finetune_md_results(store, **filters)
+    if args.kind in ("all", "tensile"):
+        from gptff_flows.tensile_queries import tensile_results
+
+        tables["tensile"] = tensile_results(store, **filters)
     if args.kind == "jobs":
         tables["jobs"] = queries.gptff_jobs(store, **filters)
     if args.json:
@@ -200,6 +206,7 @@ _TITLES = {
     "eos": "EOS fits",
     "relax": "relaxations",
     "finetune-md": "fine-tune → MD → diffusion",
+    "tensile": "tensile strain MD",
     "jobs": "GPTFF jobs",
 }
 _COLUMNS = {
@@ -210,6 +217,8 @@ _COLUMNS = {
     "finetune-md": "formula:s species:s finetuned:s temperatures:s diffusivities:s "
     "activation_energy:.3f "
     "activation_energy_error:.3f conductivity_300K:.3g completed_at:time flow_name:s",
+    "tensile": "formula:s n_atoms:d temperature:g strains:s fcc_percent:s fcc_onset_strain:g "
+    "completed_at:time flow_name:s",
     "jobs": "job_type:s formula:s n_atoms:d model:s completed_at:time job_name:s flow_name:s",
     "eos_run": "file:s formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f",
 }
@@ -234,6 +243,10 @@ _HEADERS = {
     "conductivity_300K": "σ300K (mS/cm)",
     "temperatures": "T (K)",
     "diffusivities": "D (cm²/s)",
+    "temperature": "T (K)",
+    "strains": "strain (%)",
+    "fcc_percent": "fcc (%)",
+    "fcc_onset_strain": "fcc>10% at",
 }
 
 
