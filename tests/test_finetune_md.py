@@ -212,7 +212,6 @@ def test_without_training_data_the_md_runs_with_the_model_as_it_is(tmp_path, cu3
     assert listed["finetuned"] is False
 
 
-
 def test_cli_runs_the_flow_into_a_store(tmp_path, cu3au, train_file, capsys):
     import json
 

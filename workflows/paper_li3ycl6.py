@@ -220,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     fits = regime_fits(doc.temperatures, PAPER["transition_K"])
     for regime, ea in fits.items():
         print(f"Eₐ {regime} {PAPER['transition_K']:g} K: {ea:.3f} eV")
-    print(f"paper (fine-tuned on optB88): σ(300 K) = {PAPER['conductivity_300K']} mS/cm, "
-          f"Eₐ = {PAPER['activation_energy']} eV, transition near {PAPER['transition_K']:g} K")
+    print(
+        f"paper (fine-tuned on optB88): σ(300 K) = {PAPER['conductivity_300K']} mS/cm, "
+        f"Eₐ = {PAPER['activation_energy']} eV, transition near {PAPER['transition_K']:g} K"
+    )
     print(f"{data}; {n_atoms} atoms; {elapsed:.0f} s")
     results = doc.model_dump(mode="json", include={"temperatures", "activation_energy",
                              "activation_energy_error", "conductivity_300K", "plots"})  # fmt: skip
