@@ -3,7 +3,8 @@
 Both entry points label every job with the top-level flow's name and uuid (``metadata.flow_name``,
 ``metadata.flow_uuid``; a Maker's own label is kept), so :mod:`gptff_flows.queries` can find
 results by flow. Each job's output is written to the store when that job finishes, so a crash
-loses at most the job that was running.
+loses at most the job that was running; ``run_flow(..., resume=True)`` then reruns only the jobs
+whose results are missing.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def run_flow(
     *,
     work_dir: str | os.PathLike | None = None,
     log: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Run ``flow`` here, writing each job's output to ``store`` as the job finishes.
 
@@ -45,9 +47,12 @@ def run_flow(
         work_dir: directory the jobs run in (scratch files land there); default a temporary
             directory, removed afterwards (results are in the store, not in files).
         log: show jobflow's own log lines.
+        resume: reuse the stored results of jobs that already completed in an earlier run of a
+            flow of the same name (see :func:`reuse_completed`); the flow's name must encode
+            everything that determines its results, as the ``workflows/`` campaigns' names do.
 
     Returns:
-        jobflow's responses, ``{job uuid: {index: Response}}``.
+        jobflow's responses, ``{job uuid: {index: Response}}`` (reused jobs have none).
 
     Raises:
         RuntimeError: a job failed (jobflow's message names it; completed jobs stay stored).
@@ -57,10 +62,55 @@ def run_flow(
         flow = Flow(flow)
     logger.info("running %s into %s", flow.name, describe_store(store))
     label_flow(flow)
+    reused = reuse_completed(flow, store) if resume else []
+    if reused:
+        logger.info("reusing %d completed job(s) from the store: %s", len(reused),
+                    ", ".join(reused))  # fmt: skip
+    options = dict(store=store, ensure_success=True, log=log,
+                   allow_external_references=bool(reused))  # fmt: skip
     if work_dir is not None:
-        return run_locally(flow, store=store, ensure_success=True, log=log, root_dir=work_dir)
+        return run_locally(flow, root_dir=work_dir, **options)
     with tempfile.TemporaryDirectory(prefix="gptff-jobs-") as scratch:
-        return run_locally(flow, store=store, ensure_success=True, log=log, root_dir=scratch)
+        return run_locally(flow, root_dir=scratch, **options)
+
+
+def reuse_completed(flow: Flow, store: JobStore) -> list[str]:
+    """Take out of ``flow`` the jobs already completed in an earlier run; their names.
+
+    A job is completed when the store holds a job document with its name whose
+    ``metadata.flow_name`` is ``flow.name`` (jobflow stores only successful jobs). The newest
+    such document is copied under the job's uuid, so the remaining jobs resolve their references
+    to it as if it had just run; blobs (trajectories, checkpoints) are shared, not copied. For
+    flat flows whose jobs are all known in advance (no job replaces itself with a new flow).
+    """
+    store.connect()
+    done = []
+    for index, job in enumerate(flow.jobs):
+        if not isinstance(job, Job) or job.uuid in _referenced_by_output(flow):
+            continue
+        found = store.query_one(
+            {"name": job.name, "metadata.flow_name": flow.name},
+            sort={"completed_at": -1},
+            load=False,
+        )
+        if found is None:
+            continue
+        found.pop("_id", None)
+        found |= {"uuid": job.uuid, "index": 1}
+        found["metadata"] = {**found.get("metadata", {}), "flow_uuid": flow.uuid}
+        store.docs_store.update(found, key=["uuid", "index"])
+        done.append(index)
+    names = [flow.jobs[i].name for i in done]
+    if done:
+        flow.remove_jobs(done)
+    return names
+
+
+def _referenced_by_output(flow: Flow) -> set[str]:
+    """uuids of the jobs the flow's output refers to (they always run: jobflow keeps them)."""
+    from jobflow.core.reference import find_and_get_references
+
+    return {ref.uuid for ref in find_and_get_references(flow.output)}
 
 
 def submit_flow(flow: Flow | Job, worker: str, project: str | None = None, **kwargs) -> list:

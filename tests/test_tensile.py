@@ -159,3 +159,41 @@ def test_demo_script_submits_the_flow_to_jobflow_remote(tmp_path, monkeypatch, c
     first = flow.jobs[0].function_args[0]
     assert len(first) == 960 and first.lattice.b == pytest.approx(5 * np.sqrt(3) * TI_A)
     assert "submitted 12 jobs" in capsys.readouterr().out
+
+
+def test_a_crashed_run_resumes_from_the_stored_steps(tmp_path, monkeypatch):
+    """The second strain fails on the first run; run_flow(resume=True) on a new flow of the
+    same name runs only that strain and the summary, and ends exactly where an uninterrupted
+    run ends (the MD continues from the stored structure and velocities)."""
+    import gptff_flows.tensile_jobs as tensile_jobs
+
+    structure = oriented_hcp_cell(repeat=(2, 1, 2))
+    maker = TensileMDMaker(name="resumable tensile", **TINY)
+    clean = run_flow(flow := maker.make(structure), local_job_store(tmp_path / "clean"))
+    expected = clean[flow.output.uuid][1].output
+
+    store = local_job_store(tmp_path / "crashed")
+    real = tensile_jobs.broadened_average
+    calls = []
+
+    def crash_on_second_strain(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("node lost")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tensile_jobs, "broadened_average", crash_on_second_strain)
+    with pytest.raises(RuntimeError):
+        run_flow(maker.make(structure), store)
+    monkeypatch.undo()
+    assert tensile_results(store) == []  # no summary: the run did not finish
+
+    again = maker.make(structure)
+    responses = run_flow(again, store, resume=True)
+    ran = {again_job.name for again_job in again.jobs if again_job.uuid in responses}
+    assert ran == {"resumable tensile ε=4%", "resumable tensile summary"}
+    resumed = responses[again.output.uuid][1].output
+    assert [row.strain for row in resumed.rows] == [0.0, 0.04]
+    for got, want in zip(resumed.rows, expected.rows, strict=True):
+        assert got.stress == pytest.approx(want.stress, rel=1e-6, abs=1e-6)
+        assert got.mean_temperature == pytest.approx(want.mean_temperature, rel=1e-6)

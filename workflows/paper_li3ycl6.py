@@ -17,7 +17,7 @@ temperature → D, σ by Nernst–Einstein, Arrhenius fit) whose documents land 
 
 Units: T K, D cm²/s, σ mS/cm, Eₐ eV, time step fs. Results stay queryable:
 ``gptff results --kind finetune-md``; a run whose settings are already in the store is printed
-from the store, not recomputed.
+from the store, not recomputed, and a run that crashed reruns only the temperatures missing.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
               f"steps of {args.timestep:g} fs each; store {describe_store(store)}",
               file=sys.stderr)  # fmt: skip
         flow = maker.make(cell, train_files=args.train, valid_files=args.valid)
-        responses = run_flow(flow, store)
+        responses = run_flow(flow, store, resume=True)  # after a crash: the missing jobs
         doc = responses[flow.output.uuid][1].output
     else:
         print(f"already in the store ({describe_store(store)}): {name}", file=sys.stderr)

@@ -13,6 +13,7 @@ writes the plots and ``summary.json`` into ``--out``.
 
 Results stay queryable: ``gptff results --kind tensile``. A run whose flow name (which encodes
 the settings) is already complete in the store is not repeated; its stored results are printed.
+A run that crashed continues from the last stored strain (structure and velocities).
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    run_logger = logging.getLogger("gptff_flows.run")  # says which strains a resume reuses
+    run_logger.setLevel(logging.INFO)
+    run_logger.addHandler(logging.StreamHandler())
 
     from gptff_flows.flows.tensile import TI_A, TI_C, TensileMDMaker, oriented_hcp_cell
     from gptff_flows.run import run_flow, submit_flow
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             handler = _Progress(bar)
             jobs_logger.addHandler(handler)
             try:
-                run_flow(flow, store)
+                run_flow(flow, store, resume=True)  # after a crash: the missing strains
             finally:
                 jobs_logger.removeHandler(handler)
         record = _stored(store, name)
