@@ -176,11 +176,11 @@ def _plots(docs: list[TensileStepDocument], rows: list[TensileRow], stem: Path) 
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {}
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for key in ("hcp", "fcc", "bcc", "other"):
         ax.plot(strain, [100 * getattr(row, key) for row in rows], "o-", label=key)
     ax.set(xlabel="tensile strain (%)", ylabel="atoms (%)", ylim=(-2, 102))
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     paths["fractions"] = str(stem.with_name(f"{stem.name}_fractions.png"))
     fig.savefig(paths["fractions"], dpi=150)

@@ -21,7 +21,7 @@ def tensile_results(store: JobStore, flow_name: str | None = None, **filters) ->
     Keys: ``formula``, ``n_atoms``, ``temperature`` (K), ``max_strain``, ``fcc_onset_strain``
     (None: fcc never above 10 %), ``strains`` (%, comma separated), ``fcc_percent`` (comma
     separated), ``rows`` (per strain: ``strain``, ``stress`` GPa, ``fcc``,
-    ``hcp``, ``other`` fractions, ``peak`` degrees or None), ``plots``, the provenance,
+    ``hcp``, ``bcc``, ``other`` fractions, ``peak`` degrees or None), ``plots``, the provenance,
     ``job_name``, ``flow_name`` (``flow_name`` filters on a substring), ``completed_at``,
     ``uuid``.
     """
@@ -38,6 +38,7 @@ def tensile_results(store: JobStore, flow_name: str | None = None, **filters) ->
                 "stress": row["stress"],
                 "fcc": row["fcc"],
                 "hcp": row["hcp"],
+                "bcc": row["bcc"],
                 "other": row["other"],
                 "peak": row.get("xrd_peak"),
             }

@@ -88,7 +88,7 @@ class TensileMDMaker(Maker):
     name: str = "GPTFF tensile MD"
     temperature: float = 100.0
     strain_step: float = 0.02
-    max_strain: float = 0.16
+    max_strain: float = 0.20
     axis: int = 1
     poisson: float = 0.32
     time_step: float = 2.0
