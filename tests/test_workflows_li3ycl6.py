@@ -109,5 +109,5 @@ def test_submit_hands_the_flow_to_jobflow_remote(demo, tmp_path, capsys, monkeyp
     assert submitted["worker"] == "cluster" and submitted["project"] == "gptff"
     # --paper: seven temperatures from 300 to 700 K, no fine-tune job without --train
     assert len(flow.jobs) == 7 + 1
-    assert "T=300,350,400,450,500,600,700 sc=2x2x2" in flow.name
+    assert "npt T=300,350,400,450,500,600,700 sc=2x2x2" in flow.name
     assert "submitted 8 jobs" in capsys.readouterr().out

@@ -134,6 +134,12 @@ def _parse(argv):
     parser.add_argument("--steps", type=int, help="production steps per temperature")
     parser.add_argument("--equilibration", type=int, help="steps discarded first")
     parser.add_argument("--timestep", type=float, default=2.0, help="fs (%(default)s)")
+    parser.add_argument(
+        "--ensemble",
+        choices=["npt", "nvt"],
+        default="npt",
+        help="npt as the paper (default), or nvt at the relaxed volume",
+    )
     parser.add_argument("--model", default="gptff-v2")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--seed", type=int, default=0)
@@ -185,11 +191,11 @@ def main(argv: list[str] | None = None) -> int:
               "The paper fine-tuned on optB88 snapshots that are not public; give yours with "
               "--train FILE... (formats: docs/training.md).", file=sys.stderr)  # fmt: skip
     temps = ",".join(f"{t:g}" for t in size["temperatures"])
-    name = (f"paper-li3ycl6 {args.model} {args.dtype} {data} T={temps} "
+    name = (f"paper-li3ycl6 {args.model} {args.dtype} {data} {args.ensemble} T={temps} "
             f"sc={'x'.join(map(str, size['supercell']))} steps={size['equilibration']}+"
             f"{size['steps']}x{args.timestep:g}fs seed={args.seed}")  # fmt: skip
     maker = FineTuneMDMaker(
-        name=name, species="Li", temperatures=size["temperatures"], ensemble="npt",
+        name=name, species="Li", temperatures=size["temperatures"], ensemble=args.ensemble,
         time_step=args.timestep, n_steps=size["steps"], equilibration_steps=size["equilibration"],
         supercell=size["supercell"], seed=args.seed, model=args.model,
         finetune=bool(args.train), recipe={"epochs": args.epochs}, file_format=args.fmt,
@@ -206,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     n_atoms = len(cell) * int(np.prod(size["supercell"]))
     doc = _stored_summary(store, name)
     if doc is None:
-        print(f"{n_atoms} atoms, NPT at {temps} K, {size['equilibration']} + {size['steps']} "
-              f"steps of {args.timestep:g} fs each; store {describe_store(store)}",
+        print(f"{n_atoms} atoms, {args.ensemble.upper()} at {temps} K, "
+              f"{size['equilibration']} + {size['steps']} steps of {args.timestep:g} fs each; "
+              f"store {describe_store(store)}",
               file=sys.stderr)  # fmt: skip
         flow = maker.make(cell, train_files=args.train, valid_files=args.valid)
         responses = run_flow(flow, store, resume=True)  # after a crash: the missing jobs

@@ -74,6 +74,9 @@ def _stored(store, name: str) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper", action="store_true", help="960 atoms, 0–20 %%, long MD")
+    parser.add_argument(
+        "--repeat", metavar="NX,NY,NZ", help="4-atom cells along a, b, c: 4,2,3 (paper 8,5,6)"
+    )
     parser.add_argument("--temperature", type=float, default=100.0, help="K (%(default)s)")
     parser.add_argument("--max-strain", type=float, help="engineering strain (0.20)")
     parser.add_argument("--strain-step", type=float, default=0.02, help="(%(default)s)")
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     size = dict(PAPER if args.paper else SMALL)
     size["max_strain"] = args.max_strain or size["max_strain"]
     size["steps"] = args.steps or size["steps"]
+    if args.repeat:
+        size["repeat"] = tuple(int(n) for n in args.repeat.split(","))
     smooth = args.smooth
     started = time.perf_counter()
     if args.experimental_cell:
