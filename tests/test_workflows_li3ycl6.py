@@ -82,6 +82,8 @@ def test_demo_without_training_data_runs_and_is_read_back(demo, tmp_path, capsys
     assert "not fine-tuned: MD with gptff-v2" in captured.out and "60 atoms" in captured.out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["finetuned"] is False and summary["n_atoms"] == 60
+    assert sorted(summary["volume_ratios"]) == ["700.0", "900.0"]  # JSON keys
+    assert all(0.8 < ratio < 1.5 for ratio in summary["volume_ratios"].values())
     assert [row["temperature"] for row in summary["temperatures"]] == [700.0, 900.0]
     assert Path(summary["plots"]["msd"]).is_file()
     (record,) = finetune_md_results(local_job_store(tmp_path / "store"))

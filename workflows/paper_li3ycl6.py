@@ -101,6 +101,17 @@ def regime_fits(rows, split: float) -> dict:
     return fits
 
 
+def volume_ratios(store, name: str, relaxed_volume: float) -> dict[float, float]:
+    """T (K) → mean MD volume / ``relaxed_volume`` (Å³) of the flow's MD documents (newest per
+    T): how far the cell expanded (NPT); 1 in NVT."""
+    store.connect()
+    docs = store.query({"output.@class": "MDTemperatureDocument", "metadata.flow_name": name},
+                       properties=["output.temperature", "output.mean_volume", "completed_at"],
+                       sort={"completed_at": 1})  # fmt: skip
+    return {d["output"]["temperature"]: d["output"]["mean_volume"] / relaxed_volume
+            for d in docs}  # fmt: skip
+
+
 def _file_digest(paths: list[str]) -> str:
     """sha256 (12 hex) of the training files' bytes: the flow name changes with the data."""
     digest = hashlib.sha256()
@@ -224,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
 
     print(_report(doc))
+    expansion = volume_ratios(store, name, cell.volume * np.prod(size["supercell"]))
+    print("mean volume / relaxed volume: " + ", ".join(
+        f"{t:g} K {ratio:.3f}" for t, ratio in expansion.items()))  # fmt: skip
     fits = regime_fits(doc.temperatures, PAPER["transition_K"])
     for regime, ea in fits.items():
         print(f"Eₐ {regime} {PAPER['transition_K']:g} K: {ea:.3f} eV")
@@ -236,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                              "activation_energy_error", "conductivity_300K", "plots"})  # fmt: skip
     summary = {"flow_name": name, "finetuned": bool(args.train), "n_atoms": n_atoms,
                "seconds": elapsed, "regime_activation_energies": fits, "paper": PAPER,
+               "volume_ratios": expansion,
                **results}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"plots and summary in {out}/", file=sys.stderr)
