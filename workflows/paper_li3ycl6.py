@@ -11,7 +11,7 @@ lattice, Wyckoff sites, sources and what was idealised), ordered by the lowest E
 relaxed with the base network, then handed to ``FineTuneMDMaker`` (fine-tune → NPT MD at each
 temperature → D, σ by Nernst–Einstein, Arrhenius fit) whose documents land in the job store.
 
-    python workflows/paper_li3ycl6.py                          # 60 atoms, 500/600/700 K, 10 ps
+    python workflows/paper_li3ycl6.py                          # 60 atoms, 500/600/700 K, 12 ps
     python workflows/paper_li3ycl6.py --train my_frames.extxyz # fine-tune first
     python workflows/paper_li3ycl6.py --paper --submit WORKER  # 240 atoms, 300–700 K, 50 ps
 
@@ -35,9 +35,10 @@ import numpy as np
 DATA = Path(__file__).with_name("data") / "li3ycl6.json"
 PAPER = {"conductivity_300K": 0.6, "activation_energy": 0.45, "transition_K": 425.0}
 """What the paper reports (fine-tuned on optB88 snapshots): mS/cm, eV, K."""
-SMALL = {"temperatures": [500.0, 600.0, 700.0], "supercell": [1, 1, 2], "steps": 5000,
+SMALL = {"temperatures": [500.0, 600.0, 700.0], "supercell": [1, 1, 2], "steps": 6000,
          "equilibration": 500}  # fmt: skip
-"""Default size: 60 atoms, 1 ps equilibration and 10 ps production per temperature."""
+"""Default size: 60 atoms, 1 ps equilibration and 12 ps production per temperature (the block
+error analysis needs more than 5 × 2 ps)."""
 PAPER_SIZE = {"temperatures": [300.0, 350.0, 400.0, 450.0, 500.0, 600.0, 700.0],
               "supercell": [2, 2, 2], "steps": 25_000, "equilibration": 2_500}  # fmt: skip
 """``--paper``: 240 atoms, 5 ps equilibration and 50 ps production per temperature."""
