@@ -197,3 +197,16 @@ def test_a_crashed_run_resumes_from_the_stored_steps(tmp_path, monkeypatch):
     for got, want in zip(resumed.rows, expected.rows, strict=True):
         assert got.stress == pytest.approx(want.stress, rel=1e-6, abs=1e-6)
         assert got.mean_temperature == pytest.approx(want.mean_temperature, rel=1e-6)
+
+
+def test_demo_script_refuses_a_bad_repeat():
+    import importlib.util
+
+    script = Path(__file__).parents[1] / "workflows" / "paper_ti_strain.py"
+    spec = importlib.util.spec_from_file_location("paper_ti_strain_repeat", script)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert demo._repeat("6,3,4") == (6, 3, 4)
+    for bad in ("4,2", "a,b,c", "4,2,3,1"):
+        with pytest.raises(GPTFFInputError, match="three integers NX,NY,NZ"):
+            demo._repeat(bad)

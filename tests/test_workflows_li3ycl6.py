@@ -113,3 +113,10 @@ def test_submit_hands_the_flow_to_jobflow_remote(demo, tmp_path, capsys, monkeyp
     assert len(flow.jobs) == 7 + 1
     assert "npt T=300,350,400,450,500,600,700 sc=2x2x2" in flow.name
     assert "submitted 8 jobs" in capsys.readouterr().out
+
+
+def test_bad_input_is_refused_with_a_message(demo, tmp_path):
+    from gptff_core.errors import GPTFFInputError
+
+    with pytest.raises(GPTFFInputError, match="kelvins separated by commas"):
+        demo.main(["--temperatures", "hot", "--out", str(tmp_path)])

@@ -229,4 +229,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gptff_core.errors import GPTFFInputError
+
+    try:
+        sys.exit(main())
+    except (GPTFFInputError, FileNotFoundError) as error:  # bad input: a message, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {error}")

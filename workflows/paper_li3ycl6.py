@@ -172,14 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("gptff_flows").setLevel(logging.INFO)
     from pymatgen.core import Structure
 
-    from gptff_flows.cli_finetune_md import _report
+    from gptff_flows.cli_finetune_md import _report, _temperatures
     from gptff_flows.flows.finetune_md import FineTuneMDMaker
     from gptff_flows.run import run_flow, submit_flow
     from gptff_flows.stores import describe_store, open_job_store
 
     size = dict(PAPER_SIZE if args.paper else SMALL)
     if args.temperatures:
-        size["temperatures"] = [float(t) for t in args.temperatures.split(",")]
+        size["temperatures"] = _temperatures(args.temperatures)
     size["steps"] = args.steps or size["steps"]
     size["equilibration"] = size["equilibration"] if args.equilibration is None else (
         args.equilibration)  # fmt: skip
@@ -259,4 +259,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gptff_core.errors import GPTFFInputError
+
+    try:
+        sys.exit(main())
+    except (GPTFFInputError, FileNotFoundError) as error:  # bad input: a message, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {error}")

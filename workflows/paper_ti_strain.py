@@ -64,6 +64,19 @@ class _Progress(logging.Handler):
         self.bar.update(1)
 
 
+def _repeat(text: str) -> tuple[int, int, int]:
+    """``"NX,NY,NZ"`` → three integers (the orthohexagonal cells along a, b, c)."""
+    from gptff_core.errors import GPTFFInputError
+
+    try:
+        values = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise GPTFFInputError(f"--repeat {text!r}: give three integers NX,NY,NZ, e.g. 4,2,3")
+    return values
+
+
 def _stored(store, name: str) -> dict | None:
     from gptff_flows.tensile_queries import tensile_results
 
@@ -112,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     size["max_strain"] = args.max_strain or size["max_strain"]
     size["steps"] = args.steps or size["steps"]
     if args.repeat:
-        size["repeat"] = tuple(int(n) for n in args.repeat.split(","))
+        size["repeat"] = _repeat(args.repeat)
     smooth = args.smooth
     started = time.perf_counter()
     if args.experimental_cell:
@@ -182,4 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gptff_core.errors import GPTFFInputError
+
+    try:
+        sys.exit(main())
+    except (GPTFFInputError, FileNotFoundError) as error:  # bad input: a message, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {error}")
