@@ -91,14 +91,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else 1
+    return report_input_errors("gptff", lambda: args.run(args))
+
+
+def report_input_errors(program: str, run: Callable[[], int]) -> int:
+    """``run()``'s exit code; bad input (:class:`GPTFFInputError`, a missing or unreadable
+    file) becomes one line ``<program>: error: ...`` on stderr and exit code 1, Ctrl-C 130."""
     try:
-        return args.run(args)
+        return run()
     except (GPTFFInputError, OSError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"gptff: error: {message}", file=sys.stderr)
+        print(f"{program}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("gptff: interrupted", file=sys.stderr)
+        print(f"{program}: interrupted", file=sys.stderr)
         return 130
 
 

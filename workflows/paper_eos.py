@@ -229,9 +229,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from gptff_core.errors import GPTFFInputError
+    from gptff_core.cli import report_input_errors
 
-    try:
-        sys.exit(main())
-    except (GPTFFInputError, FileNotFoundError) as error:  # bad input: a message, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {error}")
+    sys.exit(report_input_errors(Path(__file__).name, main))
