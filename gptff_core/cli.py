@@ -1,8 +1,11 @@
 """The ``gptff`` command line: one program, one function per subcommand.
 
-Every subcommand prints a short human summary, or one JSON document with ``--json``. Exit codes:
-0 success, 1 bad input (one ``gptff: error: ...`` line on stderr), 2 relaxation not converged
-(or an argparse usage error), 130 interrupted. Units: eV, Å, eV/Å inside; stress printed in GPa.
+Every subcommand prints a short human summary, or one JSON document with ``--json``. Exit codes
+are :class:`gptff_core.errors.ExitCode`: 0 success, 1 bad input (one ``gptff: error: ...`` line on
+stderr, before any work), 2 usage error (argparse), 3 finished but a result is flagged (not
+converged, a fit or temperature not to be trusted), 4 the work failed, 5 out of memory or disk,
+130 interrupted. ``--debug`` (or ``GPTFF_DEBUG=1``) prints the traceback of an error too.
+Units: eV, Å, eV/Å inside; stress printed in GPa.
 
 To add a subcommand, write ``def cmd_name(args) -> int`` decorated with :func:`command`, in this
 module or in one of :data:`COMMAND_MODULES` (imported when the parser is built; keep their
@@ -12,16 +15,20 @@ top-level imports light and import heavy dependencies inside the command functio
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from ase import units
 
-from gptff_core.errors import GPTFFInputError
+from gptff_core.errors import ComputationError, ExitCode, GPTFFInputError
+from gptff_core.paths import check_output_file, write_atomically
 from gptff_core.pretrained import DEFAULT_MODEL
 
 PROGRESS_EVERY = 10
@@ -80,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         for flags, kwargs in arguments:
             sub.add_argument(*flags, **kwargs)
         sub.add_argument("--json", action="store_true", help="print one JSON document")
+        sub.add_argument(
+            "--debug", action="store_true", help="on an error, print the traceback too"
+        )
         sub.set_defaults(run=run)
     return parser
 
@@ -90,22 +100,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else 1
-    return report_input_errors("gptff", lambda: args.run(args))
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    debug = args.debug or os.environ.get("GPTFF_DEBUG", "") not in ("", "0")
+    return report_input_errors("gptff", lambda: args.run(args), debug=debug)
 
 
-def report_input_errors(program: str, run: Callable[[], int]) -> int:
-    """``run()``'s exit code; bad input (:class:`GPTFFInputError`, a missing or unreadable
-    file) becomes one line ``<program>: error: ...`` on stderr and exit code 1, Ctrl-C 130."""
+def report_input_errors(program: str, run: Callable[[], int], debug: bool = False) -> int:
+    """``run()``'s exit code; an exception becomes one line ``<program>: error: ...`` on stderr
+    and its :class:`ExitCode` (see :func:`classify_error`); Ctrl-C gives 130. ``debug`` prints
+    the traceback as well."""
     try:
-        return run()
-    except (GPTFFInputError, OSError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"{program}: error: {message}", file=sys.stderr)
-        return 1
+        return int(run())
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        code, message = classify_error(exc)
+        print(f"{program}: error: {message}", file=sys.stderr)
+        return code
+
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def classify_error(exc: BaseException) -> tuple[ExitCode, str]:
+    """The exit code of ``exc`` and a one-line message that says what failed and what to do."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, GPTFFInputError):
+        return ExitCode.BAD_INPUT, text
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return ExitCode.NO_RESOURCES, (
+            f"out of disk space ({text}); free some space and rerun (results already stored "
+            "are kept)"
+        )
+    if isinstance(exc, OSError):  # a missing or unreadable file, a bad path
+        return ExitCode.BAD_INPUT, text
+    if _is_out_of_memory(exc):
+        return ExitCode.NO_RESOURCES, (
+            "out of memory; evaluate fewer or smaller structures at once (smaller batches or "
+            "supercells), or use a machine with more memory"
+        )
+    if isinstance(exc, ComputationError):
+        return ExitCode.FAILED, text
+    return ExitCode.FAILED, (
+        f"internal error ({type(exc).__name__}: {text}); rerun with --debug for the traceback "
+        "and report it"
+    )
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    text = str(exc)
+    return name == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError)
+        and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
 
 
 # ---------------------------------------------------------------- helpers
@@ -185,8 +238,34 @@ def _voigt_text(stress_gpa: np.ndarray | None) -> str:
     return " ".join(f"{round(v, 3) + 0.0:8.3f}" for v in voigt)  # + 0.0: no "-0.000"
 
 
-def _dump(payload: object) -> None:
-    print(json.dumps(payload, indent=2))
+def dump_json(payload: object) -> None:
+    """Print ``payload`` as strict JSON; a NaN or infinity anywhere is refused (bare ``NaN`` is
+    not JSON), naming where it is."""
+    try:
+        text = json.dumps(payload, indent=2, allow_nan=False)
+    except ValueError:
+        where = _first_non_finite(payload, "result") or "a result"
+        raise ComputationError(
+            f"{where} is not finite (NaN or infinity); nothing was printed. The checkpoint or "
+            "the structure is probably damaged"
+        ) from None
+    print(text)
+
+
+def _first_non_finite(value: object, path: str) -> str | None:
+    """The path (``result[0].energy_eV``) of the first NaN or infinity in ``value``."""
+    if isinstance(value, float):
+        return None if np.isfinite(value) else path
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        if (found := _first_non_finite(item, where)) is not None:
+            return found
+    return None
 
 
 # ---------------------------------------------------------------- subcommands
@@ -224,7 +303,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             | dict(stress_GPa=None if stress is None else stress.tolist())
         )
     if args.json:
-        _dump(rows)
+        dump_json(rows)
         return 0
     w = max(len("file"), *(len(r["file"]) for r in rows))
     f = max(len("formula"), *(len(r["formula"]) for r in rows))
@@ -261,8 +340,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "no value: the default store) for `gptff results`; needs the flows extra",
     ),
     epilog=(
-        "Exit codes: 0 converged; 1 bad input; 2 not converged within --steps (the last\n"
-        "structure is written anyway); 130 interrupted by Ctrl-C (current structure written).\n"
+        "Exit codes: 0 converged; 1 bad input; 2 usage error; 3 not converged within --steps\n"
+        "(the last structure is written anyway); 5 out of memory; 130 interrupted by Ctrl-C\n"
+        "(current structure written). The output file is replaced in one step.\n"
         "With the cell free, fmax also bounds the FrechetCellFilter's cell forces\n"
         "(stress × volume / number of atoms), so a small residual stress may remain."
     ),
@@ -275,7 +355,7 @@ def cmd_relax(args: argparse.Namespace) -> int:
     from gptff_core.relax import RelaxInterrupted, relax
 
     ((_, atoms),) = read_structures(args.file, "-1")
-    output = Path(args.output or f"{Path(args.file).stem}_relaxed.cif")
+    output = check_output_file(args.output or f"{Path(args.file).stem}_relaxed.cif", "--output")
     try:
         out_format = filetype(output, read=False)
         if not ioformats[out_format].can_write:
@@ -284,8 +364,17 @@ def cmd_relax(args: argparse.Namespace) -> int:
         raise GPTFFInputError(
             f"--output {output}: ASE cannot write this file type; use e.g. .cif, .extxyz, .vasp"
         ) from None
-    if not output.parent.is_dir():
-        raise GPTFFInputError(f"--output {output}: directory {output.parent} does not exist")
+    if args.trajectory is not None:
+        check_output_file(args.trajectory, "--trajectory")
+    store = None
+    if args.store is not None:  # checked before the work: a relaxation is never lost to it
+        from gptff_flows.cli import open_store
+
+        store = open_store(args.store or None)
+
+    def write(structure) -> None:
+        write_atomically(output, lambda path: ase.io.write(path, structure, format=out_format))
+
     calculator = GPTFFCalculator(
         model=args.model, device=args.device, dtype=args.dtype, smooth=args.smooth
     )
@@ -307,14 +396,14 @@ def cmd_relax(args: argparse.Namespace) -> int:
             progress=progress,
         )
     except RelaxInterrupted as stop:
-        ase.io.write(output, stop.atoms, format=out_format)
+        write(stop.atoms)
         print(
             f"gptff: interrupted after {stop.n_steps} steps; the current (unconverged) "
             f"structure was written to {output}",
             file=sys.stderr,
         )
-        return 130
-    ase.io.write(output, result.atoms, format=out_format)
+        return ExitCode.INTERRUPTED
+    write(result.atoms)
     n, stress = len(atoms), _gpa(result.stress)
     summary = dict(file=args.file, formula=atoms.get_chemical_formula(), n_atoms=n)
     summary |= dict(optimizer=args.optimizer, fmax_eV_per_A=args.fmax)
@@ -325,13 +414,12 @@ def cmd_relax(args: argparse.Namespace) -> int:
     summary |= dict(final_stress_GPa=None if stress is None else stress.tolist())
     summary |= dict(n_steps=result.n_steps, converged=result.converged)
     summary |= dict(output=str(output), trajectory=args.trajectory)
-    if args.store is not None:
+    if store is not None:
         from gptff_flows.cli import store_relaxation
 
-        location = args.store or None
-        summary["store_uuid"] = store_relaxation(location, result, calculator, args.model)
+        summary["store_uuid"] = store_relaxation(store, result, calculator, args.model)
     if args.json:
-        _dump(summary)
+        dump_json(summary)
     else:
         what = "positions + cell" if result.cell_relaxed else "positions"
         e0, e1 = result.initial_energy, result.energy
@@ -355,8 +443,8 @@ def cmd_relax(args: argparse.Namespace) -> int:
             f"(max|F| {result.max_force:.4f} eV/Å); the last structure was written to {output}",
             file=sys.stderr,
         )
-        return 2
-    return 0
+        return ExitCode.FLAGGED
+    return ExitCode.OK
 
 
 @command(
@@ -376,7 +464,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         status, _, detail = entry["status"].partition(" ")
         rows.append({**entry, "status": status, "detail": detail.strip("()") or None})
     if args.json:
-        _dump(rows)
+        dump_json(rows)
     else:
         print(f"{'name':<10} {'file':<14} {'status':<10} {'sha256':<14} found at")
         for row in rows:

@@ -25,7 +25,10 @@ STORE_HELP = (
 )
 
 
-def _open_store(location: str | None):
+def open_store(location: str | None, *, create: bool = True):
+    """The job store at ``location`` (see ``STORE_HELP``), checked before any work: reachable,
+    writable and intact; ``create=False`` (read-only commands) refuses a store that does not
+    exist instead of creating it."""
     try:
         from gptff_flows.stores import open_job_store
     except ImportError as exc:
@@ -35,9 +38,9 @@ def _open_store(location: str | None):
     return open_job_store(location)
 
 
-def store_relaxation(location: str | None, result, calculator, model: str) -> str:
-    """Record a ``gptff relax`` result (a :class:`gptff_core.relax` result) in a store."""
-    store = _open_store(location)
+def store_relaxation(store, result, calculator, model: str) -> str:
+    """Record a ``gptff relax`` result (a :class:`gptff_core.relax` result) in ``store``
+    (opened with :func:`open_store` before the relaxation)."""
     from gptff_flows.run import record_relaxation
 
     return record_relaxation(
@@ -75,7 +78,7 @@ def cmd_eos(args: argparse.Namespace) -> int:
     if args.points < 3:
         raise GPTFFInputError(f"--points must be at least 3, got {args.points}")
     inputs = [(path, atoms) for path in args.files for _, atoms in read_structures(path, "-1")]
-    store = _open_store(args.store)
+    store = open_store(args.store)
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from gptff_flows.flows.eos import GPTFFEosMaker
@@ -166,7 +169,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         )
     if args.csv and args.json:
         raise GPTFFInputError("choose one of --csv and --json")
-    store = _open_store(args.store)
+    store = open_store(args.store)
     from gptff_flows import queries
 
     filters = dict(formula=args.formula, chemsys=args.chemsys, flow_name=args.flow_name)

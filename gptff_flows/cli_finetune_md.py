@@ -94,9 +94,9 @@ def cmd_finetune_md(args: argparse.Namespace) -> int:
     structures = list(read_structures(args.structure, "-1"))
     if not structures:
         raise GPTFFInputError(f"{args.structure}: no structure found")
-    from gptff_flows.cli import _open_store
+    from gptff_flows.cli import open_store
 
-    store = _open_store(args.store)
+    store = open_store(args.store)
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from gptff_flows.flows.finetune_md import FineTuneMDMaker

@@ -112,9 +112,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
         raise GPTFFInputError("give at least one --substitute EL=NEW (or --suggest P)")
     prototypes = _prototypes(args.prototypes)
     competing = _competing(args.competing)
-    from gptff_flows.cli import _open_store
+    from gptff_flows.cli import open_store
 
-    store = _open_store(args.store)
+    store = open_store(args.store)
     from gptff_flows import queries
     from gptff_flows.flows.screening import SubstitutionScreeningMaker
     from gptff_flows.run import run_flow
@@ -192,9 +192,9 @@ def print_ranking(rows: list[dict]) -> None:
 def results_screen(args: argparse.Namespace) -> int:
     """``gptff results screen``: ranked candidates of stored campaigns."""
     from gptff_flows import queries
-    from gptff_flows.cli import _open_store
+    from gptff_flows.cli import open_store
 
-    store = _open_store(args.store)
+    store = open_store(args.store)
     rows = queries.screening_results(
         store,
         campaign=args.campaign,

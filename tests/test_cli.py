@@ -108,9 +108,10 @@ def test_relax_human_output_and_trajectory(tmp_path, capsys, monkeypatch):
     assert final.get_potential_energy() == pytest.approx(steps[-1].get_potential_energy())
 
 
-def test_relax_not_converged_exits_2_and_writes(tmp_path, capsys, monkeypatch):
+def test_relax_not_converged_exits_3_and_writes(tmp_path, capsys, monkeypatch):
+    """Not converged has its own code (3, flagged), distinct from a usage error (2)."""
     monkeypatch.chdir(tmp_path)
-    assert main(["relax", str(EXAMPLE), "--steps", "1", "--output", "one.vasp"]) == 2
+    assert main(["relax", str(EXAMPLE), "--steps", "1", "--output", "one.vasp"]) == 3
     captured = capsys.readouterr()
     assert "converged: no" in captured.out and "not converged" in captured.err
     assert len(ase.io.read(tmp_path / "one.vasp")) == 8
@@ -206,3 +207,93 @@ def test_relax_library_interrupt_carries_atoms(calc64, monkeypatch):
 def test_relax_library_bad_options(options):
     with pytest.raises(GPTFFInputError):
         relax(molecule("H2O"), None, **options)
+
+
+# ------------------------------------------------------------ exit codes and one-line errors
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("gptff: error:") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_usage_error_is_2_bad_input_is_1(tmp_path, capsys):
+    assert main(["relax", str(EXAMPLE), "--no-such-option"]) == 2
+    capsys.readouterr()
+    assert main(["relax", str(tmp_path / "missing.cif")]) == 1
+    one_line_error(capsys)
+
+
+@pytest.fixture
+def relax_must_not_run(monkeypatch):
+    """Fail the test if a relaxation starts: the checks must come before the work."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the relaxation ran before the output was checked")
+
+    monkeypatch.setattr(relax_module, "relax", refuse)
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [("a_directory", "is a directory"), ("/proc/NaCl.cif", "cannot write there")],
+    ids=["existing-directory", "unwritable"],
+)
+def test_relax_output_is_checked_before_the_work(
+    tmp_path, capsys, monkeypatch, relax_must_not_run, output, message
+):
+    """An unwritable --output (or an existing directory) used to fail after the whole
+    relaxation, losing it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_directory").mkdir()
+    assert main(["relax", str(EXAMPLE), "--output", output]) == 1
+    assert message in one_line_error(capsys)
+
+
+def test_relax_store_is_checked_before_the_work(tmp_path, capsys, monkeypatch, relax_must_not_run):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "not_a_store").write_text("a file\n")
+    assert main(["relax", str(EXAMPLE), "--store", "not_a_store"]) == 1
+    assert "not_a_store" in one_line_error(capsys)
+
+
+def test_relax_output_is_replaced_in_one_step(tmp_path, capsys, monkeypatch):
+    """The structure is written next to its destination and moved onto it: no temporary file is
+    left behind and the destination holds the complete relaxed structure."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out.cif").write_text("old\n")
+    assert main(["relax", str(EXAMPLE), "--steps", "2", "--output", "out.cif"]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.cif"]
+    assert len(ase.io.read(tmp_path / "out.cif")) == 8
+
+
+def test_dump_json_refuses_nan_and_names_where():
+    from gptff_core.cli import dump_json
+    from gptff_core.errors import ComputationError
+
+    with pytest.raises(ComputationError, match=r"result\[1\]\.energy_eV is not finite"):
+        dump_json([{"energy_eV": 1.0}, {"energy_eV": float("nan")}])
+
+
+@pytest.mark.parametrize(
+    "raised, code, message",
+    [
+        (MemoryError(), 5, "out of memory"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB"), 5,
+         "out of memory"),
+        (OSError(28, "No space left on device"), 5, "out of disk space"),
+        (KeyError("oops"), 4, "internal error"),
+    ],
+    ids=["MemoryError", "torch-cpu-oom", "disk-full", "bug"],
+)  # fmt: skip
+def test_failures_become_one_line_and_a_distinct_code(capsys, monkeypatch, raised, code, message):
+    import importlib
+
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(importlib.import_module("gptff_core.predict"), "predict", fail)
+    assert main(["predict", str(EXAMPLE)]) == code
+    assert message in one_line_error(capsys)
+    assert main(["predict", str(EXAMPLE), "--debug"]) == code
+    assert "Traceback" in capsys.readouterr().err
