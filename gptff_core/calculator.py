@@ -17,7 +17,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from gptff_core.checkpoint import load_model
-from gptff_core.evaluate import evaluate
+from gptff_core.evaluate import evaluate, require_finite
 from gptff_core.graph import build_graph
 from gptff_core.model import GPTFF
 from gptff_core.neighbours import VerletGraphBuilder
@@ -89,6 +89,7 @@ class GPTFFCalculator(Calculator):
             graph = self.graph_builder.build(self.atoms, dtype=self._dtype, device=self._device)
         has_volume = bool(graph.volumes[0] > 0)
         result = evaluate(self.model, graph, forces=True, stress=has_volume)
+        require_finite(result, graph, [self.atoms.get_chemical_formula()])
         energy = float(result.energy[0])
         self.results = {
             "energy": energy,

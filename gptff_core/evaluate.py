@@ -6,10 +6,12 @@ tensile, ASE's sign), where positions and cell rows of each structure are mapped
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from gptff_core.errors import ComputationError
 from gptff_core.graph import Graph
 from gptff_core.model import GPTFF
 
@@ -73,3 +75,27 @@ def evaluate(
         result_forces = None if result_forces is None else result_forces.detach()
         result_stress = None if result_stress is None else result_stress.detach()
     return Prediction(energy, result_forces, result_stress, has_stress)
+
+
+def require_finite(result: Prediction, graph: Graph, labels: Sequence[str] | None = None) -> None:
+    """Refuse a result with a NaN or infinite energy, force or stress, naming the first structure
+    it belongs to (``labels``, default ``structure <index>``), so no NaN is passed on silently.
+
+    Raises:
+        ComputationError: some result of a structure is not finite.
+    """
+    bad = (~torch.isfinite(result.energy)).long()
+    if result.forces is not None:
+        bad_atoms = ~torch.isfinite(result.forces).all(dim=1)
+        bad = bad.index_add(0, graph.atom_structure, bad_atoms.long())
+    if result.stress is not None:
+        bad = bad + (~torch.isfinite(result.stress).flatten(1).all(dim=1)).long()
+    if not bool(bad.any()):
+        return
+    index = int(torch.nonzero(bad)[0])
+    name = labels[index] if labels is not None else f"structure {index}"
+    raise ComputationError(
+        f"GPTFF gave a non-finite (NaN or infinite) energy, force or stress for {name}: the "
+        "checkpoint may be damaged (a path is not sha256-checked; `gptff models --verify` checks "
+        "the published ones) or the structure is far outside what the network knows"
+    )

@@ -297,6 +297,31 @@ def build_graph(
     return stack_graphs(structures, parts, dtype, device)
 
 
+def home_positions(atoms: Atoms, part: StructureGraph) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (Å, float64) moved near the origin before they are cast to the graph's dtype,
+    and the bond image shifts that keep every bond vector ``r_j + S·cell − r_i`` unchanged.
+
+    Along periodic directions each atom moves into the cell by whole lattice vectors ``n_i``
+    (``S`` becomes ``S + n_j − n_i``); along the other directions all atoms move together so that
+    their mean lies at 0. Energy, forces and stress are unchanged (a lattice translation of one
+    atom, a rigid translation of all), but float32 keeps its precision: unwrapped MD coordinates
+    at 1e7 Å would otherwise lose ~1 eV/Å of force, and at ~1e9 Å give NaN.
+    """
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    images = np.zeros((len(positions), 3))
+    if pbc.any():
+        fractional = positions @ np.linalg.pinv(cell[pbc])
+        images[:, pbc] = np.floor(fractional)
+        positions = positions - images[:, pbc] @ cell[pbc]
+    axes = _non_periodic_axes(cell, pbc)
+    if len(axes):
+        positions = positions - (positions @ axes.T).mean(axis=0) @ axes
+    shift = part.shift + (images[part.neighbour] - images[part.centre]).astype(np.int64)
+    return positions, shift
+
+
 def stack_graphs(
     structures: list[Atoms],
     parts: list[StructureGraph],
@@ -318,11 +343,12 @@ def stack_graphs(
     def floats(array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=device)
 
+    moved = [home_positions(atoms, part) for atoms, part in zip(structures, parts, strict=True)]
     return Graph(
         numbers=torch.from_numpy(
             np.concatenate([np.asarray(atoms.numbers, dtype=np.int64) for atoms in structures])
         ).to(device),
-        positions=floats(np.concatenate([atoms.positions for atoms in structures])),
+        positions=floats(np.concatenate([positions for positions, _ in moved])),
         cells=floats(np.stack([atoms.cell.array for atoms in structures])),
         atom_structure=torch.from_numpy(np.repeat(np.arange(len(structures)), atom_counts)).to(
             device
@@ -330,7 +356,7 @@ def stack_graphs(
         atoms_per_structure=torch.from_numpy(atom_counts).to(device),
         bond_centre=stack([p.centre for p in parts], atom_offsets),
         bond_neighbour=stack([p.neighbour for p in parts], atom_offsets),
-        bond_shift=floats(np.concatenate([p.shift for p in parts])),
+        bond_shift=floats(np.concatenate([shift for _, shift in moved])),
         short_bonds=stack([p.short_bonds for p in parts], bond_offsets),
         triplet_first=stack([p.triplet_first for p in parts], short_offsets),
         triplet_second=stack([p.triplet_second for p in parts], short_offsets),

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from gptff_core.checkpoint import load_model
 from gptff_core.errors import GPTFFInputError
-from gptff_core.evaluate import evaluate
+from gptff_core.evaluate import evaluate, require_finite
 from gptff_core.graph import (
     BOND_CUTOFF,
     THREE_BODY_CUTOFF,
@@ -129,6 +129,8 @@ def predict(
         GPTFFInputError: for an empty input or a structure GPTFF cannot evaluate, named by its
             index in the input; all structures are checked before any evaluation (close
             contacts are found with the neighbours, when the structure's graph is built).
+        ComputationError: a result is NaN or infinite (a damaged checkpoint), naming the
+            structure.
     """
     atoms_list = _checked_atoms(structures)
     network = load_model(model, device=device, dtype=dtype, smooth=smooth).requires_grad_(False)
@@ -157,6 +159,7 @@ def predict(
                 parameter.device,
             )
             result = evaluate(network, graph, forces=forces, stress=stress)
+            require_finite(result, graph, [f"structure {i}" for i in group])
             counts = graph.atoms_per_structure.tolist()
             split_forces = torch.split(result.forces, counts) if forces else None
             for slot, index in enumerate(group):

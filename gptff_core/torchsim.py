@@ -36,7 +36,7 @@ from torch_sim.typing import StateDict
 
 from gptff_core.checkpoint import load_model
 from gptff_core.errors import GPTFFInputError
-from gptff_core.evaluate import evaluate
+from gptff_core.evaluate import evaluate, require_finite
 from gptff_core.graph import build_graph
 from gptff_core.model import GPTFF
 from gptff_core.pretrained import DEFAULT_MODEL
@@ -60,7 +60,7 @@ class GPTFFTorchSimModel(ModelInterface):
 
     The neighbour list is built on the CPU from each system (through ASE Atoms, as in
     :class:`~gptff_core.calculator.GPTFFCalculator`); the energy is then evaluated at the state's
-    own position and cell tensors on the model's device.
+    positions (moved into the cell by lattice vectors) and cell on the model's device.
     """
 
     def __init__(
@@ -106,14 +106,14 @@ class GPTFFTorchSimModel(ModelInterface):
             device=self._device,
             labels=[f"system {i}" for i in range(state.n_systems)],
         )
+        # the graph's positions are the state's moved into the cell (see home_positions)
         graph = replace(
-            graph,
-            positions=state.positions.detach().to(device=self._device, dtype=self._dtype),
-            cells=state.row_vector_cell.detach().to(device=self._device, dtype=self._dtype),
+            graph, cells=state.row_vector_cell.detach().to(device=self._device, dtype=self._dtype)
         )
         result = evaluate(
             self.model, graph, forces=self._compute_forces, stress=self._compute_stress
         )
+        require_finite(result, graph, [f"system {i}" for i in range(state.n_systems)])
         output = {"energy": result.energy}
         if self._compute_forces:
             output["forces"] = result.forces
@@ -124,7 +124,7 @@ class GPTFFTorchSimModel(ModelInterface):
 
 def relax_batch(
     structures: Sequence,
-    model: GPTFFTorchSimModel,
+    model: GPTFFTorchSimModel | str | os.PathLike | GPTFF = DEFAULT_MODEL,
     *,
     fmax: float = 0.05,
     steps: int = 500,
@@ -140,7 +140,9 @@ def relax_batch(
 
     Args:
         structures: ASE Atoms or pymatgen Structures (positions and cell in Å; not modified).
-        model: the TorchSim model (its device and dtype are used).
+        model: the TorchSim model (its device and dtype are used), or what
+            :class:`GPTFFTorchSimModel` takes (a registry name, a checkpoint path, a network),
+            evaluated in float32 on the CPU then.
         fmax: eV/Å, convergence threshold.
         steps: maximum FIRE steps per structure (0: evaluate only).
         relax_cell: also relax the cells (3D periodic structures).
@@ -154,6 +156,8 @@ def relax_batch(
             the culprit.
     """
     check_options(fmax, steps, "FIRE")
+    if not isinstance(model, GPTFFTorchSimModel):
+        model = GPTFFTorchSimModel(model)
     atoms_list = [as_atoms(s) for s in structures]
     if not atoms_list:
         return []

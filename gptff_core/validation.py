@@ -60,7 +60,8 @@ def as_atoms(structure: object) -> Atoms:
 def check_structure(atoms: Atoms, label: str = "structure") -> None:
     """Refuse a structure GPTFF cannot evaluate.
 
-    Checks: at least one atom; atomic numbers 1–94; finite positions and cell (Å); every periodic
+    Checks: at least one atom; atomic numbers 1–94; no partial occupancy (a CIF read by ASE
+    records it in ``atoms.info["occupancy"]``); finite positions and cell (Å); every periodic
     direction has a non-zero cell vector, the periodic vectors are linearly independent and no
     lattice vector is shorter than :data:`MIN_INTERATOMIC_DISTANCE` (an atom on its own image).
     Close contacts are checked by :func:`check_min_distance` once neighbours are known.
@@ -74,6 +75,7 @@ def check_structure(atoms: Atoms, label: str = "structure") -> None:
             f"{label}: atomic number(s) {sorted(set(numbers[bad].tolist()))} are outside the "
             f"elements GPTFF knows (Z = 1 to {MAX_ATOMIC_NUMBER}, H to Pu)"
         )
+    check_ordered(atoms, label)
     if not np.isfinite(atoms.positions).all():
         raise StructureError(f"{label}: positions contain NaN or infinity")
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
@@ -106,6 +108,30 @@ def check_structure(atoms: Atoms, label: str = "structure") -> None:
                 f"{label}: every atom and its own periodic image are {shortest:.3g} Å apart "
                 f"(the shortest lattice vector), closer than {MIN_INTERATOMIC_DISTANCE} Å: "
                 "the cell is too small"
+            )
+
+
+_FULL_OCCUPANCY = 1.0 - 1e-3  # CIFs round occupancies such as 1/3 to a few digits
+
+
+def check_ordered(atoms: Atoms, label: str = "structure") -> None:
+    """Refuse ``atoms`` read from a file with partially occupied sites (mixed species or
+    vacancies): ASE's CIF reader keeps one species per site and records the occupancies in
+    ``atoms.info["occupancy"]`` (``{site tag: {symbol: fraction}}``), so the atoms alone look
+    like an ordered compound of the wrong composition."""
+    occupancy = atoms.info.get("occupancy")
+    if not isinstance(occupancy, dict):
+        return
+    for tag, species in occupancy.items():
+        if not isinstance(species, dict):
+            continue
+        fractions = {str(symbol): float(value) for symbol, value in species.items()}
+        if len(fractions) > 1 or any(value < _FULL_OCCUPANCY for value in fractions.values()):
+            shown = ", ".join(f"{symbol} {value:g}" for symbol, value in fractions.items())
+            raise StructureError(
+                f"{label}: site {tag} is partially occupied ({shown}); GPTFF evaluates ordered "
+                "structures only: order it first (e.g. pymatgen's "
+                "OrderDisorderedStructureTransformation or a special quasirandom structure)"
             )
 
 

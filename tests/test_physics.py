@@ -364,3 +364,27 @@ def test_a_loaded_network_keeps_its_dtype_and_is_not_changed(models):
     assert calculator.model is not network  # the caller's network is never cast or moved
     assert next(GPTFFCalculator(network, dtype="float32").model.parameters()).dtype == torch.float32
     assert next(network.parameters()).dtype == torch.float64
+
+
+# ----------------------------------------------------------------- far-away (unwrapped) atoms
+@pytest.mark.parametrize("distance", [1e7, 5.6e8])
+def test_unwrapped_coordinates_keep_float32_precision(models, distance):
+    """MD writes unwrapped coordinates. An atom one lattice translation ``n·a`` away (1e7 Å) is
+    the same crystal, but in float32 its bond vectors lost ~0.9 eV/Å of force, and at 5.6e8 Å
+    gave NaN; positions are moved into the cell in float64 before the cast."""
+    model = models("gptff-v2", "float32")
+    salt = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    salt.rattle(0.05, seed=4)
+    translated = salt.copy()
+    n = np.rint(distance / salt.cell.lengths()[0])
+    translated.positions[3] += n * salt.cell[0]
+    translated.positions[5] -= n * salt.cell[2]
+    molecule_far = molecule("H2O")
+    molecule_far.positions += distance
+    want = predict([salt, molecule("H2O")], model, dtype="float32")
+    got = predict([translated, molecule_far], model, dtype="float32")
+    assert np.all(np.isfinite(got.energies))
+    np.testing.assert_allclose(got.energies, want.energies, rtol=0, atol=1e-4)
+    for got_forces, want_forces in zip(got.forces, want.forces, strict=True):
+        np.testing.assert_allclose(got_forces, want_forces, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(got.stresses[0], want.stresses[0], rtol=0, atol=1e-6)

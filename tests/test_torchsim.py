@@ -153,3 +153,16 @@ def test_relax_batch_follows_ase_fire_structure_by_structure(models, ts_model, r
         assert got.max_force < 0.02
         np.testing.assert_allclose(got.stress, want.stress, atol=1e-5)
     assert len({r.n_steps for r in batched}) > 1  # the structures did leave at different steps
+
+
+def test_relax_batch_takes_a_model_name_like_every_other_api(models):
+    """``relax_batch(structures, "gptff-v2")`` raised AttributeError inside torch_sim."""
+    from gptff_core.torchsim import relax_batch
+
+    salt = bulk("NaCl", "rocksalt", a=5.9, cubic=True)
+    salt.rattle(0.05, seed=3)
+    by_name = relax_batch([salt], "gptff-v2", fmax=0.05, steps=30)
+    by_model = relax_batch([salt], GPTFFTorchSimModel(models("gptff-v2", "float32")), fmax=0.05,
+                           steps=30)  # fmt: skip
+    assert by_name[0].n_steps == by_model[0].n_steps
+    assert by_name[0].energy == pytest.approx(by_model[0].energy, abs=1e-5)

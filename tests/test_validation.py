@@ -344,3 +344,84 @@ def test_project_checkpoint_with_unknown_config_key(tmp_path, models):
 def test_bad_envelope_window():
     with pytest.raises(GPTFFInputError, match=r"bond_window must be between 0 and 5\.0"):
         load_model("gptff-v1", smooth=True, bond_window=6.0)
+
+
+# ------------------------------------------------------------------- partial occupancy (ASE)
+PARTIAL_CIF = """data_NaKCl
+_symmetry_space_group_name_H-M   'F m -3 m'
+_symmetry_Int_Tables_number   225
+_cell_length_a   6.0
+_cell_length_b   6.0
+_cell_length_c   6.0
+_cell_angle_alpha   90
+_cell_angle_beta   90
+_cell_angle_gamma   90
+loop_
+ _atom_site_label
+ _atom_site_type_symbol
+ _atom_site_fract_x
+ _atom_site_fract_y
+ _atom_site_fract_z
+ _atom_site_occupancy
+  Na1  Na  0.0  0.0  0.0  {na}
+  K1   K   0.0  0.0  0.0  {k}
+  Cl1  Cl  0.5  0.5  0.5  1.0
+"""
+
+
+def test_partially_occupied_cif_is_refused_through_ase(tmp_path, models):
+    """ASE's CIF reader keeps one species of a mixed site (Na0.5K0.5 became K4Cl4) and records
+    the occupancies only in ``atoms.info``; it was evaluated as ordered KCl."""
+    import ase.io
+
+    path = tmp_path / "NaKCl.cif"
+    path.write_text(PARTIAL_CIF.format(na=0.5, k=0.5))
+    atoms = ase.io.read(path)
+    assert atoms.get_chemical_formula() == "Cl4K4"  # what ASE makes of it: looks ordered
+    model = models("gptff-v1", "float64")
+    for evaluate_it in (
+        lambda: predict([atoms], model, dtype="float64"),
+        lambda: build_graph([atoms]),
+        lambda: GPTFFCalculator(model, dtype="float64").get_potential_energy(atoms),
+    ):
+        with pytest.raises(StructureError, match="site 0 is partially occupied"):
+            evaluate_it()
+
+
+def test_fully_occupied_cif_read_by_ase_is_accepted(tmp_path):
+    import ase.io
+
+    path = tmp_path / "NaCl.cif"
+    path.write_text(PARTIAL_CIF.replace("  K1   K   0.0  0.0  0.0  {k}\n", "").format(na=1.0))
+    atoms = ase.io.read(path)
+    assert atoms.info["occupancy"]  # ASE records the occupancies of every site
+    assert build_graph([atoms]).n_bonds > 0
+
+
+# ------------------------------------------------------------------- non-finite results
+def test_a_nan_result_is_refused_not_returned(models, monkeypatch):
+    """One NaN weight gave NaN energies with exit 0; whatever makes a result non-finite, the
+    inference entry points refuse it and name the structure."""
+    import importlib
+
+    from gptff_core.errors import ComputationError
+
+    calculator_module = importlib.import_module("gptff_core.calculator")
+    evaluate_module = importlib.import_module("gptff_core.evaluate")
+    predict_module = importlib.import_module("gptff_core.predict")
+
+    def poisoned(*args, **kwargs):
+        result = evaluate_module.evaluate(*args, **kwargs)
+        result.forces[-1, 0] = float("nan")  # the last atom: of the last structure of the batch
+        return result
+
+    monkeypatch.setattr(predict_module, "evaluate", poisoned)
+    monkeypatch.setattr(calculator_module, "evaluate", poisoned)
+    model = models("gptff-v1", "float64")
+    structures = [bulk("Cu", cubic=True), bulk("NaCl", "rocksalt", a=5.7)]
+    with pytest.raises(ComputationError, match=r"non-finite .* for structure 1"):
+        predict(structures, model, dtype="float64")
+    atoms = structures[1].copy()
+    atoms.calc = GPTFFCalculator(model, dtype="float64")
+    with pytest.raises(ComputationError, match=r"non-finite .* for ClNa"):
+        atoms.get_potential_energy()
