@@ -4,17 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Torch is installed pinned, before anything that depends on it, so no resolver pulls CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
+# Every other package at the version the tests passed with (see `make lock`).
+LOCK := constraints.txt
 export GPTFF_MODEL_DIR ?= $(abspath ../shared/models)
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench lock clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --constraint $(LOCK) --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	PIP_CONSTRAINT=$(abspath $(LOCK)) $(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 run: setup
@@ -31,5 +33,18 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/neighbour_lists.py
 
+# Refresh the lock on purpose: resolve pyproject.toml afresh in a new environment (torch pinned
+# by TORCH_SPEC, never locked), write every resolved version to $(LOCK), then rebuild .venv from
+# it and run the tests. Commit $(LOCK) only if they pass.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	.lock-venv/bin/python -m pip install --quiet -e ".[dev]"
+	.lock-venv/bin/python tools/write_lock.py .lock-venv/bin/python $(LOCK)
+	rm -rf .lock-venv $(VENV)
+	$(MAKE) test
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .lock-venv .pytest_cache .ruff_cache *.egg-info
