@@ -8,13 +8,15 @@ inside the functions so ``gptff --help`` stays fast. Energies printed in eV/atom
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
 import warnings
 from pathlib import Path
 
-from gptff_core.cli import arg, command, read_structures
-from gptff_core.errors import GPTFFInputError
+from gptff_core.cli import arg, command, dump_json, read_structures
+from gptff_core.errors import ExitCode, GPTFFInputError
+from gptff_core.paths import check_output_dir
+from gptff_core.validation import check_structure
 
 STORE_HELP = (
     "job store: a directory, a mongodb:// URI, or 'jobflow'; default $GPTFF_STORE, else the "
@@ -23,7 +25,7 @@ STORE_HELP = (
 
 RANKING_COLUMNS = (
     "rank:d formula:s label:s status:s e_form_per_atom:.4f e_above_hull:.4f n_steps:d "
-    "decomposition:s"
+    "flags:s decomposition:s"
 )
 
 
@@ -36,6 +38,7 @@ def _prototypes(paths: list[str]) -> dict:
             name, n = Path(path).stem, 2
             while name in prototypes:
                 name, n = f"{Path(path).stem}-{n}", n + 1
+            check_structure(atoms, f"prototype {name!r} ({path})")  # before pymatgen sees it
             prototypes[name] = AseAtomsAdaptor.get_structure(atoms)
     return prototypes
 
@@ -62,6 +65,7 @@ def _competing(paths: list[str]) -> dict:
                 phases[f"{Path(path).stem}[{k}]"] = entry
             continue
         for _, atoms in read_structures(path, "-1"):
+            check_structure(atoms, f"competing phase {Path(path).stem!r} ({path})")
             phases[Path(path).stem] = AseAtomsAdaptor.get_structure(atoms)
     return phases
 
@@ -98,26 +102,31 @@ def _competing(paths: list[str]) -> dict:
     epilog=(
         "Candidates are relaxed in batches (FIRE, cell free) and their final energies taken on\n"
         "supercells of >= --min-atoms atoms; formation energies and energies above the hull\n"
-        "(references and --competing phases) in eV/atom. Each chunk is stored as it finishes:\n"
-        "rerunning the same command computes only what is missing. `gptff results screen`\n"
-        "queries the store later. Exit codes: 0 campaign ranked (some candidates may have\n"
-        "failed, see their status); 1 bad input or the campaign stopped (rerun to resume)."
+        "(references and --competing phases) in eV/atom. Without a competing phase in a\n"
+        "chemical system, E above hull is the formation energy (flag no_competing_phases).\n"
+        "Each chunk is stored as it finishes: rerunning the same command computes only what is\n"
+        "missing, and concurrent runs on one store share the work (leases in the store).\n"
+        "`gptff results screen` queries the store later. Exit codes: 0 every candidate ranked;\n"
+        "1 bad input, refused before any work (a prototype with NaN, partial occupancy or an\n"
+        "unknown element; a substituted element in no prototype; an unusable store or plot\n"
+        "directory); 3 ranked, but some candidates failed or are flagged (see status, flags);\n"
+        "4 no candidate at all (the reason is printed) or none ranked, or the campaign stopped\n"
+        "(completed chunks are stored: rerun to resume); 5 out of memory."
     ),
 )  # fmt: skip
 def cmd_screen(args: argparse.Namespace) -> int:
-    from gptff_flows.substitution import parse_substitutions
+    from gptff_flows.substitution import check_matches, check_prototypes, parse_substitutions
 
     substitutions = parse_substitutions(args.substitute)
     if not substitutions and args.suggest is None:
         raise GPTFFInputError("give at least one --substitute EL=NEW (or --suggest P)")
-    prototypes = _prototypes(args.prototypes)
+    prototypes = check_prototypes(_prototypes(args.prototypes))
+    check_matches(prototypes, substitutions)  # an element in no prototype: refused now
     competing = _competing(args.competing)
     from gptff_flows.cli import open_store
 
     store = open_store(args.store)
-    from gptff_flows import queries
-    from gptff_flows.flows.screening import SubstitutionScreeningMaker
-    from gptff_flows.run import run_flow
+    from gptff_flows.flows.screening import SubstitutionScreeningMaker, checkpoint_sha256
     from gptff_flows.stores import describe_store, store_dir
 
     campaign = args.campaign or default_campaign_id(prototypes, args.substitute)
@@ -125,6 +134,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not args.no_plot:
         home = store_dir(store)
         plot_dir = args.plot_dir or (str(home / "plots") if home is not None else None)
+        if plot_dir is not None:
+            plot_dir = str(check_output_dir(plot_dir, "--plot-dir"))
     maker = SubstitutionScreeningMaker(
         name=f"GPTFF screening {campaign}",
         campaign=campaign,
@@ -143,9 +154,23 @@ def cmd_screen(args: argparse.Namespace) -> int:
         plot_dir=plot_dir,
     )
     flow = maker.make(prototypes, substitutions, competing or None)
+    checkpoint_sha256(args.model)  # a missing or damaged checkpoint is refused before the work
     if not args.json:
         print(f"campaign {campaign}: running into {describe_store(store)}", file=sys.stderr)
+    if not _run(flow, store, campaign):
+        return ExitCode.FAILED
+    return report_campaign(store, campaign, args, plot_dir)
+
+
+def _run(flow, store, campaign: str) -> bool:
+    from gptff_flows.run import run_flow
+
+    # the campaign's own warnings (no candidates, none ranked) are reported by report_campaign
+    reported = [logging.getLogger(f"gptff_flows.{m}") for m in ("substitution", "screening_jobs")]
+    quiet = logging.NullHandler()
     try:
+        for logger in reported:
+            logger.addHandler(quiet)
         with warnings.catch_warnings():  # jobflow's and pymatgen's warnings are not the user's
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=UserWarning, module="pymatgen")
@@ -156,23 +181,80 @@ def cmd_screen(args: argparse.Namespace) -> int:
             "rerun the same command to resume",
             file=sys.stderr,
         )
-        return 1
-    rows = queries.screening_results(store, campaign=campaign, max_ehull=args.max_ehull)
+        return False
+    finally:
+        for logger in reported:
+            logger.removeHandler(quiet)
+    return True
+
+
+def report_campaign(store, campaign: str, args: argparse.Namespace, plot_dir) -> int:
+    """Print a finished campaign (table or ``--json``) and return its exit code."""
+    from gptff_flows import queries
+    from gptff_flows.stores import describe_store
+
+    summary = queries.screening_campaigns(store, campaign=campaign)[-1]
+    everything = queries.screening_results(store, campaign=campaign)
+    rows = [r for r in everything if _within(r, args.max_ehull)]
     if args.json:
         keys = ("formula", "e_form_per_atom", "e_above_hull", "status", "label", "chemsys")
-        print(json.dumps([{k: r[k] for k in (*keys, "error")} for r in rows], indent=2))
-        return 0
-    print_ranking(rows)
-    summary = queries.screening_campaigns(store, campaign=campaign)[-1]
-    print(
-        f"{summary['candidates']} candidates: {summary['relaxed']} relaxed, "
-        f"{summary['not_converged']} not converged, {summary['failed']} failed; "
-        f"{summary['stored_before']} taken from the store; {summary['wall_time']:.1f} s"
+        keys += ("error", "hull_references", "flags")
+        dump_json([{k: r[k] for k in keys} for r in rows])
+    else:
+        print_ranking(rows)
+        print(
+            f"{summary['candidates']} candidates: {summary['relaxed']} relaxed, "
+            f"{summary['not_converged']} not converged, {summary['failed']} failed; "
+            f"{summary['stored_before']} taken from the store; {summary['wall_time']:.1f} s"
+        )
+        print(f"stored in {describe_store(store)} (campaign {campaign})")
+        if plot_dir is not None and summary["candidates"]:
+            print(f"hull plots in {plot_dir}")
+    code, message = campaign_verdict(summary, everything)
+    if message:
+        print(f"gptff: {'error: ' if code == ExitCode.FAILED else ''}{message}", file=sys.stderr)
+    return code
+
+
+def _within(row: dict, max_ehull: float | None) -> bool:
+    e_hull = row["e_above_hull"]
+    return max_ehull is None or (e_hull is not None and e_hull <= max_ehull)
+
+
+def campaign_verdict(summary: dict, rows: list[dict]) -> tuple[ExitCode, str | None]:
+    """Exit code of a finished campaign and the line that explains it (None when all is well):
+    FAILED when it has no candidate or none ranked, FLAGGED when a candidate failed or carries
+    a verdict (``no_competing_phases`` alone is a note, not a verdict) or a hull phase failed."""
+    name = summary["campaign"]
+    if summary.get("status", "ranked") != "ranked" or not rows:
+        why = summary.get("message") or "no candidates"
+        return ExitCode.FAILED, f"campaign {name}: {why}"
+    failed = sum(r["status"] == "failed" for r in rows)
+    flagged = sum(bool(set(r.get("flags") or []) - NOTES) for r in rows)
+    phases = summary.get("failed_phases") or 0
+    if not (failed or flagged or phases):
+        return ExitCode.OK, None
+    counted = ((failed, "candidate(s) failed"), (flagged, "candidate(s) flagged"))
+    counted += ((phases, "reference/competing phase(s) failed"),)
+    parts = [f"{n} {what}" for n, what in counted if n]
+    return ExitCode.FLAGGED, f"campaign {name}: {', '.join(parts)}; see status, error and flags"
+
+
+NOTES = frozenset({"no_competing_phases"})
+"""Flags that inform (the hull is made of the elements only) without casting doubt on a number."""
+
+
+def hull_note(rows: list[dict]) -> str | None:
+    """The note for candidates whose hull holds only elemental references (None if none)."""
+    systems = sorted(
+        {r["chemsys"] for r in rows if "no_competing_phases" in (r.get("flags") or [])}
     )
-    print(f"stored in {describe_store(store)} (campaign {campaign})")
-    if plot_dir is not None:
-        print(f"hull plots in {plot_dir}")
-    return 0
+    if not systems:
+        return None
+    return (
+        f"note: no competing phases in {', '.join(systems)}: E above hull there is the formation "
+        "energy against the elemental references only (give --competing structures or entries)"
+    )
 
 
 def default_campaign_id(prototypes: dict, specs: list[str]) -> str:
@@ -183,10 +265,13 @@ def default_campaign_id(prototypes: dict, specs: list[str]) -> str:
 def print_ranking(rows: list[dict]) -> None:
     from gptff_flows.cli import _print_table
 
-    _print_table(rows, RANKING_COLUMNS)
+    _print_table([r | {"flags": ",".join(r.get("flags") or []) or "-"} for r in rows],
+                 RANKING_COLUMNS)  # fmt: skip
     for row in rows:
         if row["error"]:
             print(f"  {row['label']}: {row['error']}")
+    if note := hull_note(rows):
+        print(note)
 
 
 def results_screen(args: argparse.Namespace) -> int:
@@ -194,7 +279,7 @@ def results_screen(args: argparse.Namespace) -> int:
     from gptff_flows import queries
     from gptff_flows.cli import open_store
 
-    store = open_store(args.store)
+    store = open_store(args.store, create=False)
     rows = queries.screening_results(
         store,
         campaign=args.campaign,
@@ -203,13 +288,13 @@ def results_screen(args: argparse.Namespace) -> int:
         formula=args.formula,
     )
     if args.json:
-        print(json.dumps(rows, indent=2))
+        dump_json(rows)
     elif args.csv:
         import csv
 
         writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["key"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(r | {"flags": ",".join(r["flags"])} for r in rows)
     else:
         campaigns = {r["campaign"] for r in rows}
         print(f"screening candidates ({len(rows)}, {len(campaigns)} campaign(s))")

@@ -25,14 +25,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from jobflow import job
+from jobflow import JobConfig, job
 from pydantic import BaseModel
 from pymatgen.core import Composition, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_flows.energetics import stabilities, supercell
 from gptff_flows.schemas import GPTFFProvenance
+from gptff_flows.screening_leases import LEASE_SECONDS, lease_book, new_owner, share_work
 from gptff_flows.screening_schemas import (
+    CHUNK_DOCUMENT,
     CandidateDocument,
     CellPolicy,
     RankedCandidate,
@@ -228,20 +230,83 @@ def _repeats(atoms, min_atoms: int) -> tuple[int, int, int]:
     return supercell_repeats(atoms.cell.array, len(atoms), min_atoms)
 
 
-@job
+def lookup_store(location: str | None):
+    """The store where results are looked up and leases kept: ``location`` opened, else the
+    running job's own store (``jobflow.CURRENT_JOB.store``; None outside a job)."""
+    if location is not None:
+        from gptff_flows.stores import open_job_store
+
+        return open_job_store(location)
+    from jobflow import CURRENT_JOB
+
+    return getattr(CURRENT_JOB, "store", None)
+
+
+def stored_records(store, keys: set[str]) -> dict[str, dict]:
+    """Slim records (see :func:`slim`) of ``keys`` already in ``store``, from the chunk
+    documents of any campaign."""
+    if store is None or not keys:
+        return {}
+    store.connect()
+    found: dict[str, dict] = {}
+    fields = ["key", "role", "label", "formula_pretty", "chemsys", "prototype_id", "status"]
+    fields += ["error", "energy_per_atom", "n_steps", "converged"]
+    docs = store.query(
+        {"output.@class": CHUNK_DOCUMENT, "output.candidates.key": {"$in": sorted(keys)}},
+        properties=[f"output.candidates.{f}" for f in fields],
+        load=False,
+    )
+    for doc in docs:
+        for record in (doc.get("output") or {}).get("candidates") or []:
+            key = record.get("key")
+            if key in keys and key not in found:
+                found[key] = slim(record)
+    return found
+
+
+@job(config=JobConfig(expose_store=True))
 def relax_chunk(
-    items: list[dict], settings: dict, campaign_id: str, chunk_index: int, device: str = "cpu"
+    items: list[dict],
+    settings: dict,
+    campaign_id: str,
+    chunk_index: int,
+    device: str = "cpu",
+    lookup_store_location: str | None = None,
+    lease_seconds: float = LEASE_SECONDS,
 ) -> ScreeningChunkDocument:
-    """Job: :func:`relax_items` of one chunk, as a :class:`ScreeningChunkDocument`."""
+    """Job: :func:`relax_items` of the structures of one chunk that no other run has stored or
+    is computing (leases in the store, :mod:`gptff_flows.screening_leases`), as a
+    :class:`ScreeningChunkDocument`; structures another run stored meanwhile come as
+    ``reused`` records. ``lease_seconds``: s, lease duration."""
     start = time.perf_counter()
-    documents = relax_items(items, ScreeningSettings(**settings), campaign_id, device)
+    store = lookup_store(lookup_store_location)
+    by_key = {item["key"]: item for item in items}
+    owner = new_owner()
+    documents, found = share_work(
+        by_key,
+        lambda keys: relax_items(
+            [by_key[k] for k in keys], ScreeningSettings(**settings), campaign_id, device
+        ),
+        lambda keys: stored_records(store, keys),
+        lease_book(store),
+        owner,
+        seconds=lease_seconds,
+    )
     counts = {s: sum(d.status == s for d in documents) for s in _STATUS_ORDER}
-    logger.info("chunk %d of %s: %s", chunk_index, campaign_id, counts)
+    logger.info("chunk %d of %s: %s, %d computed by another run", chunk_index, campaign_id,
+                counts, len(found))  # fmt: skip
     return ScreeningChunkDocument(
         campaign_id=campaign_id,
         chunk_index=chunk_index,
         wall_time=time.perf_counter() - start,
         candidates=documents,
+        reused=[
+            found[k]
+            | {"role": by_key[k].get("role", "candidate"), "label": by_key[k].get("label")}
+            | {"prototype_id": by_key[k].get("prototype_id")}
+            for k in found
+        ],
+        lease_owner=owner["id"],
     )
 
 
@@ -253,13 +318,17 @@ def slim(document: dict | BaseModel) -> dict:
     return {k: data.get(k) for k in keep}
 
 
-def _chunk_documents(chunks: Iterable) -> tuple[list[dict], float]:
-    records, seconds = [], 0.0
+def _chunk_documents(chunks: Iterable) -> tuple[list[dict], list[dict], float, dict]:
+    """``(computed records, reused records, seconds, {lease owner: keys})`` of the chunks."""
+    records, reused, seconds, leases = [], [], 0.0, {}
     for chunk in chunks:
         data = chunk.model_dump() if isinstance(chunk, BaseModel) else dict(chunk)
         seconds += float(data.get("wall_time") or 0.0)
         records += [slim(c) for c in data["candidates"]]
-    return records, seconds
+        reused += [slim(r) for r in data.get("reused") or []]
+        if data.get("lease_owner"):
+            leases[data["lease_owner"]] = [c["key"] for c in data["candidates"]]
+    return records, reused, seconds, leases
 
 
 def hull_phases(records: Sequence[dict], entries: Sequence[dict]) -> list[dict]:
@@ -316,34 +385,7 @@ def rank(records: Sequence[dict], phases: Sequence[dict], stored_keys: set[str])
         else:
             by_chemsys.setdefault(record["chemsys"], []).append(base)
     for chemsys, group in by_chemsys.items():
-        elements = set(chemsys.split("-"))
-        inside = [
-            (Composition(p["formula"]), p["energy_per_atom"])
-            for p in phases
-            if {e.symbol for e in Composition(p["formula"]).elements} <= elements
-        ]
-        inside = [(c, e * c.num_atoms) for c, e in inside]
-        try:
-            results = stabilities(
-                [
-                    (Composition(b["formula"]), b["energy_per_atom"] * _atoms(b["formula"]))
-                    for b in group
-                ],
-                inside,
-            )
-        except Exception as error:  # e.g. a reference failed: these candidates get no energetics
-            for b in group:
-                ranked.append(RankedCandidate(**b | {"error": f"no energetics: {_short(error)}"}))
-            continue
-        for b, s in zip(group, results, strict=True):
-            ranked.append(
-                RankedCandidate(
-                    **b,
-                    e_form_per_atom=s.formation_energy_per_atom,
-                    e_above_hull=s.e_above_hull,
-                    decomposition=s.decomposition,
-                )
-            )
+        ranked += _rank_system(group, _phases_inside(phases, chemsys))
     ranked.sort(
         key=lambda r: (
             r.e_above_hull is None,
@@ -352,6 +394,51 @@ def rank(records: Sequence[dict], phases: Sequence[dict], stored_keys: set[str])
             r.label,
         )
     )
+    return ranked
+
+
+def _phases_inside(phases: Sequence[dict], chemsys: str) -> list[dict]:
+    elements = set(chemsys.split("-"))
+    return [p for p in phases if {e.symbol for e in Composition(p["formula"]).elements} <= elements]
+
+
+def hull_verdict(record: dict, inside: Sequence[dict]) -> tuple[str, list[str]]:
+    """``(hull_references, flags)`` of a candidate whose hull is made of the phases ``inside``
+    its chemical system (see :data:`~gptff_flows.screening_schemas.FLAG_HELP`)."""
+    compounds = [p for p in inside if not Composition(p["formula"]).is_element]
+    flags = []
+    if record["status"] == "not_converged":
+        flags.append("not_converged")
+    if not compounds:
+        flags.append("no_competing_phases")
+    if any(p.get("status") == "not_converged" for p in inside):
+        flags.append("hull_phase_not_converged")
+    return ("elements and competing phases" if compounds else "elements only"), flags
+
+
+def _rank_system(group: Sequence[dict], inside: Sequence[dict]) -> list[RankedCandidate]:
+    """RankedCandidates of the candidates of one chemical system against its hull phases."""
+    entries = [(Composition(p["formula"]), p["energy_per_atom"]) for p in inside]
+    candidates = [
+        (Composition(b["formula"]), b["energy_per_atom"] * _atoms(b["formula"])) for b in group
+    ]
+    try:
+        results = stabilities(candidates, [(c, e * c.num_atoms) for c, e in entries])
+    except Exception as error:  # e.g. a reference failed: these candidates get no energetics
+        return [RankedCandidate(**b | {"error": f"no energetics: {_short(error)}"}) for b in group]
+    ranked = []
+    for b, s in zip(group, results, strict=True):
+        references, flags = hull_verdict(b, inside)
+        ranked.append(
+            RankedCandidate(
+                **b,
+                e_form_per_atom=s.formation_energy_per_atom,
+                e_above_hull=s.e_above_hull,
+                decomposition=s.decomposition,
+                hull_references=references,
+                flags=flags,
+            )
+        )
     return ranked
 
 
@@ -416,7 +503,7 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-@job(data=["ranking", "phases"])
+@job(data=["ranking", "phases"], config=JobConfig(expose_store=True))
 def analyse(
     campaign_id: str,
     settings: dict,
@@ -426,15 +513,20 @@ def analyse(
     generation: dict,
     timing: dict,
     plot_dir: str | None = None,
+    lookup_store_location: str | None = None,
 ) -> ScreeningCampaignDocument:
-    """Job: rank every candidate of the campaign (stored before and computed now). The ranking
-    and the hull phases go to the "data" store (no document size limit); query with
-    ``load=True``, as :func:`gptff_flows.queries.screening_results` does."""
+    """Job: rank every candidate of the campaign (stored before, computed by another run
+    meanwhile, and computed now), then release the chunks' leases (their documents are stored by
+    now). The ranking and the hull phases go to the "data" store (no document size limit); query
+    with ``load=True``, as :func:`gptff_flows.queries.screening_results` does. A campaign
+    without candidates, or whose candidates all lack energetics, says so in ``status`` and
+    ``message``."""
     start = time.perf_counter()
-    computed, chunk_seconds = _chunk_documents(chunks)
+    computed, reused, chunk_seconds, leases = _chunk_documents(chunks)
     seen = {r["key"] for r in computed}
-    records = computed + [r for r in stored if r["key"] not in seen]
-    stored_keys = {r["key"] for r in stored} - seen
+    earlier = [r for r in [*stored, *reused] if r["key"] not in seen]
+    records = computed + list({r["key"]: r for r in earlier}.values())
+    stored_keys = {r["key"] for r in earlier}
     phases = hull_phases(records, entries)
     ranked = rank(records, phases, stored_keys)
     plots = plot_hulls(ranked, phases, plot_dir, campaign_id) if plot_dir else []
@@ -447,11 +539,18 @@ def analyse(
         references=sum(r["role"] == "reference" for r in records),
         competing=sum(r["role"] == "competing" for r in records) + len(entries),
         failed_phases=sum(r["role"] != "candidate" and r["status"] == "failed" for r in records),
+        ranked=sum(r.e_above_hull is not None for r in ranked),
     )
+    status, message = campaign_status(ranked, generation)
+    if message:
+        logger.warning("campaign %s: %s", campaign_id, message)
+    release_leases(leases, lookup_store_location)
     timing = dict(timing) | dict(chunks=chunk_seconds, analysis=time.perf_counter() - start)
     timing["finished_at"] = time.time()
     return ScreeningCampaignDocument(
         campaign_id=campaign_id,
+        status=status,
+        message=message,
         settings=ScreeningSettings(**settings),
         cell_policy=CellPolicy(min_atoms=settings["min_atoms"]),
         generation=generation,
@@ -461,3 +560,29 @@ def analyse(
         phases=phases,
         plots=plots,
     )
+
+
+def campaign_status(ranked: Sequence[RankedCandidate], generation: dict) -> tuple[str, str | None]:
+    """``(status, message)`` of a campaign: ``ranked`` (None), ``no_candidates`` (the
+    generation's reason) or ``no_results`` (no candidate has an energy above hull: why)."""
+    if not ranked:
+        return "no_candidates", generation.get("why_empty") or "no candidates were generated"
+    if any(r.e_above_hull is not None for r in ranked):
+        return "ranked", None
+    errors = sorted({r.error for r in ranked if r.error})
+    shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+    return "no_results", f"none of the {len(ranked)} candidates got energetics: {shown}"
+
+
+def release_leases(leases: dict[str, list[str]], location: str | None) -> None:
+    """Delete the leases ``{owner: keys}`` of chunks whose documents are stored; a failure is
+    only logged (the leases then expire on their own)."""
+    if not leases:
+        return
+    try:
+        book = lease_book(lookup_store(location))
+        for owner, keys in leases.items():
+            book.release(keys, owner)
+    except Exception as error:  # never lose a ranked campaign to its bookkeeping
+        logger.warning("could not release %d leases (%s); they expire on their own",
+                       sum(map(len, leases.values())), error)  # fmt: skip

@@ -7,9 +7,10 @@
   structure, energy, relaxation steps, converged flag, largest residual force, status and error,
   provenance and cell policy. Chunk jobs return a :class:`ScreeningChunkDocument` holding them.
 * :class:`RankedCandidate` — the energetics of one candidate (formation energy, energy above hull,
-  decomposition) as the analysis computed them against the campaign's hull.
-* :class:`ScreeningCampaignDocument` — the analysis job's output: settings, counts by status,
-  timing, the ranking and the hull plots.
+  decomposition) as the analysis computed them against the campaign's hull, with ``flags``
+  (:data:`FLAG_HELP`) and ``hull_references``.
+* :class:`ScreeningCampaignDocument` — the analysis job's output: status, settings, counts by
+  status, timing, the ranking and the hull plots.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ from gptff_flows.schemas import GPTFFProvenance
 
 Status = Literal["relaxed", "not_converged", "failed"]
 Role = Literal["candidate", "reference", "competing"]
+CampaignStatus = Literal["ranked", "no_candidates", "no_results"]
+HullReferences = Literal["elements only", "elements and competing phases"]
+
+FLAG_HELP = {
+    "no_competing_phases": "the hull of its chemical system holds only the elemental references: "
+    "its energy above hull is its formation energy (give competing phases to compare with)",
+    "not_converged": "its relaxation stopped before the forces fell below fmax",
+    "hull_phase_not_converged": "a reference or competing phase of its hull did not converge",
+}
+"""The verdicts a :class:`RankedCandidate` may carry in ``flags``, and what each means."""
 
 CANDIDATE_DOCUMENT = "CandidateDocument"
 CHUNK_DOCUMENT = "ScreeningChunkDocument"
@@ -100,6 +111,14 @@ class ScreeningChunkDocument(BaseModel):
     chunk_index: int = Field(description="position of the chunk in its campaign run")
     wall_time: float = Field(description="s, time of the chunk job")
     candidates: list[CandidateDocument] = Field(description="one document per structure")
+    reused: list[dict] = Field(
+        default_factory=list,
+        description="slim records of this chunk's structures that another run computed and "
+        "stored meanwhile (not stored again here)",
+    )
+    lease_owner: str | None = Field(
+        None, description="id of the run that leased the structures (see screening_leases)"
+    )
 
 
 class RankedCandidate(BaseModel):
@@ -125,12 +144,26 @@ class RankedCandidate(BaseModel):
     n_steps: int | None = Field(None, description="FIRE steps")
     converged: bool | None = Field(None, description="max residual force below fmax")
     stored_before: bool = Field(False, description="taken from the store, not computed now")
+    hull_references: HullReferences | None = Field(
+        None,
+        description="'elements only' when no competing phase lies in its chemical system (then "
+        "e_above_hull equals e_form_per_atom), else 'elements and competing phases'",
+    )
+    flags: list[str] = Field(
+        default_factory=list, description="verdicts on its numbers, see FLAG_HELP"
+    )
 
 
 class ScreeningCampaignDocument(BaseModel):
     """Output of a campaign's analysis job."""
 
     campaign_id: str = Field(description="name of the campaign")
+    status: CampaignStatus = Field(
+        "ranked",
+        description="'ranked'; 'no_candidates' (generation left none) or 'no_results' (no "
+        "candidate got energetics): see message",
+    )
+    message: str | None = Field(None, description="why the campaign has no ranked candidate")
     settings: ScreeningSettings = Field(description="settings of every relaxation")
     cell_policy: CellPolicy = Field(description="how final energies were taken")
     generation: dict = Field(

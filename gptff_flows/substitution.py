@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from pymatgen.core import Composition, Element, Structure
 
-from gptff_core.errors import GPTFFInputError
+from gptff_core.errors import GPTFFInputError, StructureError
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +77,27 @@ class Generation:
         candidates: unique candidates, in a deterministic order.
         rejected: ``(label, reason)`` of combinations filtered out (charge balance) or removed
             as duplicates of an earlier candidate.
+        notes: prototypes that gave no combination at all, and why.
     """
 
     candidates: list[Candidate]
     rejected: list[tuple[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+    def why_empty(self) -> str | None:
+        """``None`` when there are candidates, else one line saying what removed them all."""
+        if self.candidates:
+            return None
+        reasons = list(self.notes)
+        by_reason: dict[str, list[str]] = {}
+        for label, reason in self.rejected:
+            by_reason.setdefault(reason.split(" of ")[0], []).append(label)
+        for reason, labels in by_reason.items():
+            shown = ", ".join(labels[:5]) + (
+                f" and {len(labels) - 5} more" if len(labels) > 5 else ""
+            )
+            reasons.append(f"{reason}: {shown}")
+        return "no candidates: " + ("; ".join(reasons) or "no substitution applies")
 
 
 def parse_substitutions(specs: Iterable[str]) -> dict[str, list[str]]:
@@ -109,6 +126,54 @@ def check_substitutions(substitutions: Mapping[str, Sequence[str]]) -> None:
                 )
         if not replacements:
             raise GPTFFInputError(f"substitution for {old}: no replacement elements given")
+
+
+def check_phase_structure(structure: object, label: str) -> Structure:
+    """Refuse a prototype or competing phase GPTFF cannot take, before any pymatgen or spglib
+    call sees it (a NaN coordinate made spglib crash the process): not a pymatgen Structure,
+    partial occupancy, dummy species, NaN/inf positions or cell, elements beyond Pu, a
+    degenerate cell (see :mod:`gptff_core.validation`). Raises :class:`StructureError` whose
+    message starts with ``label``; returns the structure."""
+    from gptff_core.validation import as_atoms, check_structure
+
+    if not isinstance(structure, Structure):
+        raise StructureError(
+            f"{label} must be a pymatgen Structure, got {type(structure).__name__} "
+            "(convert ASE Atoms with pymatgen.io.ase.AseAtomsAdaptor.get_structure)"
+        )
+    try:
+        check_structure(as_atoms(structure), label)
+    except StructureError as error:
+        message = str(error)
+        raise StructureError(
+            message if message.startswith(label) else f"{label}: {message}"
+        ) from None
+    return structure
+
+
+def check_prototypes(prototypes: object) -> dict[str, Structure]:
+    """``prototypes`` (name → Structure) checked with :func:`check_phase_structure`."""
+    if not isinstance(prototypes, Mapping) or not prototypes:
+        raise GPTFFInputError("prototypes must be a non-empty mapping name → pymatgen Structure")
+    return {
+        name: check_phase_structure(prototype, f"prototype {name!r}")
+        for name, prototype in prototypes.items()
+    }
+
+
+def check_matches(
+    prototypes: Mapping[str, Structure], substitutions: Mapping[str, Sequence[str]]
+) -> None:
+    """Refuse a substitution whose element occurs in no prototype (it could only ever give no
+    candidate: a typo, or the wrong prototype file)."""
+    present = {e.symbol for p in prototypes.values() for e in p.composition.elements}
+    for old, replacements in substitutions.items():
+        if old not in present:
+            raise GPTFFInputError(
+                f"substitution {old}={','.join(replacements)}: no prototype contains {old} "
+                f"(their elements: {', '.join(sorted(present))}); remove it or add a prototype "
+                f"with {old}"
+            )
 
 
 def combinations(
@@ -234,26 +299,38 @@ def generate(
         volume_scaling: one of :data:`VOLUME_SCALINGS`.
         deduplicate: drop candidates that StructureMatcher finds equal to an earlier one
             (same composition and structure, from any prototype).
+
+    Returns:
+        The :class:`Generation`; when it has no candidates (every combination filtered out or
+        a duplicate, or no suggestion), :meth:`Generation.why_empty` says why (also logged as a
+        warning).
+
+    Raises:
+        StructureError: a prototype GPTFF cannot take (see :func:`check_phase_structure`),
+            checked before any pymatgen or spglib call.
+        GPTFFInputError: bad options, unknown elements, or a substituted element that occurs
+            in no prototype.
     """
     if volume_scaling not in VOLUME_SCALINGS:
         raise GPTFFInputError(
             f"volume_scaling must be one of {VOLUME_SCALINGS}, not {volume_scaling!r}"
         )
+    prototypes = check_prototypes(prototypes)
     substitutions = dict(substitutions or {})
     check_substitutions(substitutions)
     if not substitutions and suggest_threshold is None:
         raise GPTFFInputError("no substitutions given and no suggestions asked for")
+    check_matches(prototypes, substitutions)
     candidates: list[Candidate] = []
     rejected: list[tuple[str, str]] = []
+    notes: list[str] = []
     for name, prototype in prototypes.items():
-        symbols = [e.symbol for e in prototype.composition.elements]
-        changes_list = combinations(substitutions, symbols, keep_original)
-        if suggest_threshold is not None:
-            changes_list += [
-                c
-                for c in suggested_substitutions(prototype, suggest_threshold)
-                if c not in changes_list
-            ]
+        changes_list = _changes(prototype, substitutions, keep_original, suggest_threshold)
+        if not changes_list:
+            why = "no substitution applies"
+            if suggest_threshold is not None:
+                why += f" and pymatgen suggests none above {suggest_threshold}"
+            notes.append(f"prototype {name!r} ({prototype.composition.reduced_formula}): {why}")
         for changes in changes_list:
             structure = substitute(prototype, changes)
             label = Candidate(structure, name, changes, "none").label
@@ -265,7 +342,29 @@ def generate(
     if deduplicate:
         candidates, duplicates = _unique(candidates)
         rejected += duplicates
-    return Generation(candidates, rejected)
+    generation = Generation(candidates, rejected, notes)
+    if not candidates:
+        logger.warning("%s", generation.why_empty())
+    return generation
+
+
+def _changes(
+    prototype: Structure,
+    substitutions: Mapping[str, Sequence[str]],
+    keep_original: bool,
+    suggest_threshold: float | None,
+) -> list[dict[str, str]]:
+    """The substitutions (old → new) to apply to one prototype: the combinations, then
+    pymatgen's suggestions (if asked) not already among them."""
+    symbols = [e.symbol for e in prototype.composition.elements]
+    changes_list = combinations(substitutions, symbols, keep_original)
+    if suggest_threshold is not None:
+        changes_list += [
+            c
+            for c in suggested_substitutions(prototype, suggest_threshold)
+            if c not in changes_list
+        ]
+    return changes_list
 
 
 def _unique(candidates: list[Candidate]) -> tuple[list[Candidate], list[tuple[str, str]]]:

@@ -260,3 +260,173 @@ def test_candidate_documents_by_key(campaign):
     documents = candidate_documents(campaign, [r["key"] for r in best])
     assert [d.formula_pretty for d in documents] == [r["formula"] for r in best]
     assert all(d.relaxed_structure is not None for d in documents)
+
+
+# ---------------------------------------------------------------- verdicts and refusals
+
+
+def test_hull_says_when_it_holds_only_elemental_references(campaign):
+    """The campaign has KCl (structure) and LiF (entry) as competing phases: candidates in K-Cl
+    and Li-F are ranked against them, every other system against its elements only, so there
+    E above hull equals the formation energy and the candidate says so."""
+    ranking = latest_campaign(campaign)["ranking"]
+    ranked = [r for r in ranking if r["e_above_hull"] is not None]
+    assert len(ranked) == 22
+    for r in ranked:
+        with_phases = r["chemsys"] in ("Cl-K", "F-Li")
+        if with_phases:
+            assert r["hull_references"] == "elements and competing phases"
+            assert "no_competing_phases" not in r["flags"]
+        else:
+            assert r["hull_references"] == "elements only"
+            assert "no_competing_phases" in r["flags"]
+            assert r["e_above_hull"] == pytest.approx(r["e_form_per_atom"], abs=1e-9)
+        assert ("not_converged" in r["flags"]) == (r["status"] == "not_converged")
+    rows = queries.screening_results(campaign, campaign="test campaign")
+    assert {r["key"]: r["flags"] for r in rows} == {r["key"]: r["flags"] for r in ranking}
+
+
+def test_cli_notes_a_hull_of_elements_only_and_flags_in_json(tmp_path, capsys):
+    from gptff_core.cli import main
+
+    structure("NaCl", "rocksalt", a=5.64).to(filename=str(tmp_path / "NaCl.cif"))
+    store = str(tmp_path / "store")
+    argv = ["screen", str(tmp_path / "NaCl.cif"), "--substitute", "Na=K", "--store", store]
+    argv += ["--fmax", "0.1", "--min-atoms", "16", "--campaign", "salt", "--no-plot"]
+    assert main([*argv, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["hull_references"] == "elements only" and row["flags"] == ["no_competing_phases"]
+    assert row["e_above_hull"] == pytest.approx(row["e_form_per_atom"], abs=1e-9)
+    assert main(argv) == 0
+    note = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "no competing phases in Cl-K" in note[0]
+    assert main(["results", "screen", "--store", store, "--campaign", "salt"]) == 0
+    assert "note: no competing phases in Cl-K" in capsys.readouterr().out
+    assert main(["results", "screen", "--store", store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["flags"] == ["no_competing_phases"]
+
+
+def test_cli_refuses_a_substitution_matching_no_prototype_before_any_work(tmp_path, capsys):
+    from gptff_core.cli import main
+    from gptff_core.errors import ExitCode
+
+    structure("NaCl", "rocksalt", a=5.64).to(filename=str(tmp_path / "NaCl.cif"))
+    store = tmp_path / "store"
+    argv = ["screen", str(tmp_path / "NaCl.cif"), "--substitute", "Fe=Co", "--store", str(store)]
+    assert main(argv) == ExitCode.BAD_INPUT
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [
+        "gptff: error: substitution Fe=Co: no prototype contains Fe (their elements: Cl, Na); "
+        "remove it or add a prototype with Fe"
+    ]
+    assert not store.exists()  # refused before the store was even opened
+
+
+def test_cli_campaign_left_without_candidates_fails_saying_why(tmp_path, capsys, monkeypatch):
+    """Cl -> O on NaCl is not charge balanced: no candidate is left, nothing is relaxed, the
+    campaign document records why, and the command exits FAILED with that reason."""
+    from gptff_core.cli import main
+    from gptff_core.errors import ExitCode
+
+    relaxed: list = []
+    monkeypatch.setattr(screening_jobs, "relax_items", lambda items, *a, **k: relaxed.extend(items))
+    structure("NaCl", "rocksalt", a=5.64).to(filename=str(tmp_path / "NaCl.cif"))
+    store = str(tmp_path / "store")
+    argv = ["screen", str(tmp_path / "NaCl.cif"), "--substitute", "Cl=O", "--charge-balanced"]
+    argv += ["--replace-all", "--store", store, "--campaign", "oxide", "--no-plot", "--json"]
+    assert main(argv) == ExitCode.FAILED
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == []
+    assert captured.err.strip().splitlines() == [
+        "gptff: error: campaign oxide: no candidates: not charge balanced: NaCl:Cl->O"
+    ]
+    assert relaxed == []
+    (summary,) = queries.screening_campaigns(local_job_store(store), campaign="oxide")
+    assert summary["status"] == "no_candidates" and summary["candidates"] == 0
+    assert "not charge balanced: NaCl:Cl->O" in summary["message"]
+
+
+def test_cli_exit_code_flags_failed_candidates(tmp_path, capsys):
+    """A campaign with a failed candidate (I -> Am, beyond the model's elements) is ranked but
+    exits FLAGGED (0 before), saying how many failed."""
+    from gptff_core.cli import main
+    from gptff_core.errors import ExitCode
+
+    structure("KI", "rocksalt", a=7.0).to(filename=str(tmp_path / "KI.cif"))
+    argv = ["screen", str(tmp_path / "KI.cif"), "--substitute", "I=Am,Br", "--no-plot"]
+    argv += ["--store", str(tmp_path / "store"), "--fmax", "0.1", "--min-atoms", "16"]
+    assert main([*argv, "--campaign", "am"]) == ExitCode.FLAGGED
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == (
+        "gptff: campaign am: 1 candidate(s) failed, 1 reference/competing phase(s) failed; "
+        "see status, error and flags"
+    )  # the Am elemental reference fails too
+    assert "KBr" in captured.out
+
+
+def test_cli_campaign_whose_candidates_all_failed_fails(tmp_path, capsys):
+    """I -> Am only: the one candidate fails, nothing is ranked: FAILED (0 before), with why."""
+    from gptff_core.cli import main
+    from gptff_core.errors import ExitCode
+
+    structure("KI", "rocksalt", a=7.0).to(filename=str(tmp_path / "KI.cif"))
+    argv = ["screen", str(tmp_path / "KI.cif"), "--substitute", "I=Am", "--no-plot"]
+    argv += ["--store", str(tmp_path / "store"), "--fmax", "0.1", "--min-atoms", "16"]
+    assert main([*argv, "--campaign", "am"]) == ExitCode.FAILED
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("gptff: error: campaign am: none of the 1 candidates got energetics: ")
+    assert "outside the elements GPTFF knows" in last
+    (summary,) = queries.screening_campaigns(local_job_store(tmp_path / "store"))
+    assert summary["status"] == "no_results"
+
+
+def test_maker_refuses_broken_prototypes_and_competing_phases_before_the_flow():
+    from pymatgen.core import Lattice, Structure
+
+    from gptff_core.errors import StructureError
+
+    good = structure("NaCl", "rocksalt", a=5.64)
+    nan = good.copy()
+    nan.replace(1, "Cl", coords=[0.5, np.nan, 0.5])
+    disordered = Structure(
+        Lattice.cubic(5.64), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    maker = SubstitutionScreeningMaker()
+    with pytest.raises(StructureError, match="prototype 'nan': positions contain NaN"):
+        maker.make({"good": good, "nan": nan}, {"Na": ["K"]})
+    with pytest.raises(StructureError, match=r"prototype 'mixed': .*partial occupancy"):
+        maker.make({"mixed": disordered}, {"Na": ["K"]})
+    with pytest.raises(StructureError, match="competing phase 'KCl': positions contain NaN"):
+        maker.make({"good": good}, {"Na": ["K"]}, competing={"KCl": nan})
+    with pytest.raises(GPTFFInputError, match="competing phase 'LiCl': energy nan"):
+        maker.make({"good": good}, {"Na": ["K"]}, [PDEntry(Composition("LiCl"), float("nan"))])
+    with pytest.raises(GPTFFInputError, match="no prototype contains Fe"):
+        maker.make({"good": good}, {"Fe": ["Co"]})
+
+
+def test_cli_refuses_a_partially_occupied_prototype_file(tmp_path, capsys):
+    from pymatgen.core import Lattice, Structure
+
+    from gptff_core.cli import main
+    from gptff_core.errors import ExitCode
+
+    disordered = Structure(
+        Lattice.cubic(5.64), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    disordered.to(filename=str(tmp_path / "mixed.cif"))
+    argv = ["screen", str(tmp_path / "mixed.cif"), "--substitute", "Cl=Br"]
+    assert main([*argv, "--store", str(tmp_path / "store")]) == ExitCode.BAD_INPUT
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "partial" in line and "mixed.cif" in line
+    assert not (tmp_path / "store").exists()
+
+
+def test_relative_plot_dir_resolves_against_the_callers_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    maker = SubstitutionScreeningMaker(name="plots", plot_dir="hulls", chunk_size=8, **FAST)
+    assert maker.plot_dir == str(tmp_path / "hulls")
+    store = local_job_store(tmp_path / "store")
+    run_flow(maker.make({"salt": structure("NaCl", "rocksalt", a=5.64)}, {"Na": ["K"]}), store)
+    (plot,) = latest_campaign(store)["plots"]
+    assert plot == str(tmp_path / "hulls" / "plots_Cl-K.png")
+    assert (tmp_path / "hulls" / "plots_Cl-K.png").is_file()

@@ -1,6 +1,7 @@
 """Candidate generation (counts, duplicates, charge balance, volumes) and energetics (formation
 energy, energy above hull against hand-computed values, cell policy) of substitution screening."""
 
+import numpy as np
 import pytest
 from ase.build import bulk
 from pymatgen.core import Composition
@@ -108,3 +109,93 @@ def test_elemental_references():
     assert kind == "crystal" and len(copper) == 1
     chlorine, kind = elemental_reference("Cl")
     assert kind == "molecule" and chlorine.get_chemical_formula() == "Cl2"
+
+
+# ---------------------------------------------------------------- refused before any work
+
+NAN_PROTOTYPE = """
+import sys
+import numpy as np
+from ase.build import bulk
+from pymatgen.io.ase import AseAtomsAdaptor
+from gptff_core.cli import report_input_errors
+from gptff_flows.substitution import generate
+
+salt = AseAtomsAdaptor.get_structure(bulk("NaCl", "rocksalt", a=5.64))
+salt.replace(0, "Na", coords=[np.nan, 0.0, 0.0])
+
+
+def campaign():
+    generate({"salt": salt}, {"Na": ["K"]})
+    return 0  # not refused: the test fails on this code
+
+
+sys.exit(report_input_errors("probe", campaign))
+"""
+
+
+def test_a_nan_prototype_is_refused_by_generate_not_a_crash():
+    """A NaN coordinate crashed the process inside spglib (rc 139 before the fix); run in a
+    subprocess so a regression cannot take the test run down with it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", NAN_PROTOTYPE], capture_output=True, text=True, timeout=300
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert lines == ["probe: error: prototype 'salt': positions contain NaN or infinity"]
+
+
+def disordered_salt():
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(
+        Lattice.cubic(5.64), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+
+
+def broken_prototypes():
+    """name → (structure, what the refusal says)."""
+    from pymatgen.core import Lattice, Structure
+
+    good = structure("NaCl", "rocksalt", a=5.64)
+    inf_cell = good.copy()
+    inf_cell.lattice = Lattice(good.lattice.matrix * [[1], [1], [np.inf]])
+    flat = Structure(
+        Lattice([[4.0, 0, 0], [8.0, 0, 0], [0, 0, 4.0]]), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3]
+    )
+    beyond_pu = Structure(Lattice.cubic(4.0), ["Am", "Cl"], [[0, 0, 0], [0.5] * 3])
+    return {
+        "disordered": (disordered_salt(), "partial occupancy"),
+        "inf_cell": (inf_cell, "NaN or infinity"),
+        "flat": (flat, "linearly dependent"),
+        "americium": (beyond_pu, "outside the elements GPTFF knows"),
+        "atoms": (bulk("NaCl", "rocksalt", a=5.64), "must be a pymatgen Structure"),
+    }
+
+
+@pytest.mark.parametrize("name", list(broken_prototypes()))
+def test_broken_prototypes_are_refused_naming_them(name):
+    from gptff_core.errors import StructureError
+
+    prototype, reason = broken_prototypes()[name]
+    with pytest.raises(StructureError, match=reason) as refused:
+        generate({name: prototype}, {"Cl": ["Br"]}, volume_scaling="none", deduplicate=False)
+    assert str(refused.value).startswith(f"prototype {name!r}")
+
+
+def test_a_substituted_element_in_no_prototype_is_refused(salt):
+    with pytest.raises(GPTFFInputError, match="no prototype contains Fe"):
+        generate({"salt": salt}, {"Fe": ["Co"]})
+    with pytest.raises(GPTFFInputError, match="no prototype contains Fe"):
+        generate({"salt": salt}, {"Na": ["K"], "Fe": ["Co"]})
+
+
+def test_a_generation_left_empty_says_why(salt):
+    result = generate({"salt": salt}, {"Cl": ["O"]}, charge_balanced=True, keep_original=False)
+    assert result.candidates == []
+    assert result.why_empty() == "no candidates: not charge balanced: salt:Cl->O"
+    kept = generate({"salt": salt}, {"Cl": ["Br"]}, volume_scaling="none")
+    assert kept.why_empty() is None

@@ -15,25 +15,31 @@ was already computed with the same key, and replaces itself (``Response(replace=
 **Resume.** Each structure's key is the sha256 of its initial structure and the settings that
 decide its result (checkpoint sha256, dtype, smooth, fmax, steps, min_atoms, cell relaxation):
 running the same campaign again computes only the structures whose key is not stored, so an
-interrupted campaign loses at most the chunks that were running. Elemental references and
-competing phases are reused the same way across campaigns. The store looked in is the running
-job's own (``jobflow.CURRENT_JOB.store``); under jobflow-remote, where a job runs against a
-local scratch store, set ``lookup_store`` to the project's store location (a ``mongodb://`` URI).
+interrupted campaign loses at most the chunks that were running. Concurrent runs of a campaign
+(or of campaigns sharing structures) on one store claim each structure with a lease in the store
+before relaxing it (:mod:`gptff_flows.screening_leases`): a structure another run holds is waited
+for and reused, never computed twice; a crashed run's leases expire and are taken over.
+Elemental references and competing phases are reused the same way across campaigns. The store
+looked in (and holding the leases) is the running job's own (``jobflow.CURRENT_JOB.store``); under
+jobflow-remote, where a job runs against a local scratch store, set ``lookup_store`` to the
+project's store location (a ``mongodb://`` URI).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from jobflow import CURRENT_JOB, Flow, JobConfig, Maker, Response, job
+from jobflow import Flow, JobConfig, Maker, Response, job
 from pymatgen.core import Structure
 
 from gptff_core.errors import GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
-from gptff_flows.screening_jobs import analyse, relax_chunk, slim
+from gptff_flows.options import absolute_dir
+from gptff_flows.screening_jobs import analyse, lookup_store, relax_chunk, stored_records
 from gptff_flows.screening_schemas import CHUNK_DOCUMENT, ScreeningSettings
 
 logger = logging.getLogger(__name__)
@@ -88,6 +94,10 @@ class SubstitutionScreeningMaker(Maker):
     plot_dir: str | None = None
     lookup_store: str | None = None
 
+    def __post_init__(self) -> None:
+        # jobs run in run_flow's temporary directory: resolve against the caller's cwd now
+        self.plot_dir = absolute_dir(self.plot_dir)
+
     def validate(self) -> None:
         """Raise :class:`GPTFFInputError` naming the first field with a bad value."""
         from gptff_flows.jobs import DTYPES
@@ -132,24 +142,24 @@ class SubstitutionScreeningMaker(Maker):
                 here with the same model) or computed entries (``ComputedEntry``/``PDEntry``,
                 total energies in eV, used as given: compute them with the same model and
                 cell policy).
+
+        Raises:
+            StructureError: a prototype or competing structure GPTFF cannot take (NaN/inf,
+                partial occupancy, unknown element, degenerate cell), named.
+            GPTFFInputError: a bad field, substitution or competing entry; a substituted
+                element that occurs in no prototype.
         """
-        from gptff_flows.substitution import check_substitutions
+        from gptff_flows.substitution import check_matches, check_prototypes, check_substitutions
 
         self.validate()
-        if not isinstance(prototypes, Mapping) or not prototypes:
-            raise GPTFFInputError("prototypes must be a non-empty mapping name → Structure")
-        for name, prototype in prototypes.items():
-            if not isinstance(prototype, Structure):
-                raise GPTFFInputError(
-                    f"prototype {name!r} must be a pymatgen Structure, got "
-                    f"{type(prototype).__name__}"
-                )
+        prototypes = check_prototypes(prototypes)  # before pymatgen/spglib see them
         substitutions = {k: list(v) for k, v in (substitutions or {}).items()}
         check_substitutions(substitutions)
         if not substitutions and self.suggest_threshold is None:
             raise GPTFFInputError("give substitutions, or suggest_threshold for suggestions")
+        check_matches(prototypes, substitutions)
         generation = generate_campaign(
-            self._options(), dict(prototypes), substitutions, normalise_competing(competing)
+            self._options(), prototypes, substitutions, normalise_competing(competing)
         )
         generation.name = f"{self.name} generation"
         generation.update_metadata({"gptff_role": "screening_generation"})
@@ -188,6 +198,8 @@ class SubstitutionScreeningMaker(Maker):
 def normalise_competing(competing) -> list[dict]:
     """Competing phases as ``{"name", "structure"}`` or ``{"name", "composition", "energy"}``
     (total energy in eV) dicts."""
+    from gptff_flows.substitution import check_phase_structure
+
     if competing is None:
         return []
     pairs = (
@@ -198,16 +210,19 @@ def normalise_competing(competing) -> list[dict]:
     result = []
     for name, phase in pairs:
         if isinstance(phase, Structure):
-            result.append(dict(name=name or phase.composition.reduced_formula, structure=phase))
+            name = name or phase.composition.reduced_formula
+            check_phase_structure(phase, f"competing phase {name!r}")
+            result.append(dict(name=name, structure=phase))
         elif hasattr(phase, "composition") and hasattr(phase, "energy"):
             composition = phase.composition
-            result.append(
-                dict(
-                    name=name or getattr(phase, "name", None) or composition.reduced_formula,
-                    composition=composition.formula,
-                    energy=float(phase.energy),
+            name = name or getattr(phase, "name", None) or composition.reduced_formula
+            energy = float(phase.energy)
+            if not math.isfinite(energy) or composition.num_atoms <= 0:
+                raise GPTFFInputError(
+                    f"competing phase {name!r}: energy {energy} eV of {composition.formula} is "
+                    "not a finite total energy of a composition with atoms; fix the entry"
                 )
-            )
+            result.append(dict(name=name, composition=composition.formula, energy=energy))
         else:
             raise GPTFFInputError(
                 f"competing phase {name or ''} must be a pymatgen Structure or a computed entry "
@@ -287,51 +302,13 @@ def campaign_items(
     return unique
 
 
-def stored_records(store, keys: set[str]) -> dict[str, dict]:
-    """Slim records (see :func:`~gptff_flows.screening_jobs.slim`) of ``keys`` already in
-    ``store``, from the chunk documents of any campaign."""
-    if store is None or not keys:
-        return {}
-    store.connect()
-    found: dict[str, dict] = {}
-    fields = ["key", "role", "label", "formula_pretty", "chemsys", "prototype_id", "status"]
-    fields += ["error", "energy_per_atom", "n_steps", "converged"]
-    docs = store.query(
-        {"output.@class": CHUNK_DOCUMENT},
-        properties=[f"output.candidates.{f}" for f in fields],
-        load=False,
-    )
-    for doc in docs:
-        for record in (doc.get("output") or {}).get("candidates") or []:
-            key = record.get("key")
-            if key in keys and key not in found:
-                found[key] = slim(record)
-    return found
-
-
-def _lookup_store(location: str | None):
-    if location is not None:
-        from gptff_flows.stores import open_job_store
-
-        return open_job_store(location)
-    return getattr(CURRENT_JOB, "store", None)
-
-
-@job(config=JobConfig(expose_store=True))
-def generate_campaign(
-    options: dict, prototypes: dict, substitutions: dict, competing: list[dict]
-) -> Response:
-    """Job: candidates, references and competing phases; chunks for what is not stored; the
-    analysis. Replaces itself with them."""
+def _generate(options: dict, prototypes: dict, substitutions: dict):
+    """The campaign's Generation (sampled to ``max_candidates``) and the number generated."""
     from gptff_flows.substitution import generate
 
-    started_at, start = time.time(), time.perf_counter()
     prototypes = {
         k: Structure.from_dict(v) if isinstance(v, dict) else v for k, v in prototypes.items()
     }
-    for phase in competing:
-        if isinstance(phase.get("structure"), dict):
-            phase["structure"] = Structure.from_dict(phase["structure"])
     generation = generate(
         prototypes,
         substitutions,
@@ -350,29 +327,11 @@ def generate_campaign(
             range(len(generation.candidates)), limit
         )
         generation.candidates = [generation.candidates[i] for i in sorted(sample)]
-    settings = ScreeningSettings(
-        model=options["model"],
-        checkpoint_sha256=checkpoint_sha256(options["model"]),
-        dtype=options["dtype"],
-        smooth=options["smooth"],
-        fmax=options["fmax"],
-        steps=options["steps"],
-        min_atoms=options["min_atoms"],
-    )
-    items = campaign_items(generation, competing, settings)
-    stored = stored_records(_lookup_store(options["lookup_store"]), {i["key"] for i in items})
-    missing = [item for item in items if item["key"] not in stored]
-    stored_list = [
-        stored[item["key"]] | {"role": item["role"], "label": item["label"]}
-        | {"prototype_id": item.get("prototype_id")}
-        for item in items
-        if item["key"] in stored
-    ]  # fmt: skip
+    return generation, n_generated
+
+
+def _chunk_jobs(missing: list[dict], settings: ScreeningSettings, options: dict) -> list:
     campaign_id, size = options["campaign_id"], options["chunk_size"]
-    logger.info(
-        "%s: %d structures, %d stored, %d to relax in chunks of %d",
-        campaign_id, len(items), len(stored_list), len(missing), size,
-    )  # fmt: skip
     chunks = []
     n_chunks = -(-len(missing) // size)
     for index in range(n_chunks):
@@ -382,17 +341,59 @@ def generate_campaign(
             campaign_id,
             index,
             options["device"],
+            options["lookup_store"],
         )
         chunk.name = f"{options['name']} chunk {index + 1}/{n_chunks}"
         chunk.update_metadata({"gptff_role": "screening_chunk", "campaign_id": campaign_id})
         chunks.append(chunk)
+    return chunks
+
+
+@job(config=JobConfig(expose_store=True))
+def generate_campaign(
+    options: dict, prototypes: dict, substitutions: dict, competing: list[dict]
+) -> Response:
+    """Job: candidates, references and competing phases; chunks for what is not stored; the
+    analysis. Replaces itself with them. With no candidate, nothing is relaxed and the
+    analysis records why (status ``no_candidates``)."""
+    started_at, start = time.time(), time.perf_counter()
+    for phase in competing:
+        if isinstance(phase.get("structure"), dict):
+            phase["structure"] = Structure.from_dict(phase["structure"])
+    generation, n_generated = _generate(options, prototypes, substitutions)
+    settings = ScreeningSettings(
+        model=options["model"],
+        checkpoint_sha256=checkpoint_sha256(options["model"]),
+        dtype=options["dtype"],
+        smooth=options["smooth"],
+        fmax=options["fmax"],
+        steps=options["steps"],
+        min_atoms=options["min_atoms"],
+    )
+    items = campaign_items(generation, competing, settings) if generation.candidates else []
+    stored = stored_records(lookup_store(options["lookup_store"]), {i["key"] for i in items})
+    missing = [item for item in items if item["key"] not in stored]
+    stored_list = [
+        stored[item["key"]] | {"role": item["role"], "label": item["label"]}
+        | {"prototype_id": item.get("prototype_id")}
+        for item in items
+        if item["key"] in stored
+    ]  # fmt: skip
+    campaign_id = options["campaign_id"]
+    logger.info(
+        "%s: %d structures, %d stored, %d to relax in chunks of %d",
+        campaign_id, len(items), len(stored_list), len(missing), options["chunk_size"],
+    )  # fmt: skip
+    chunks = _chunk_jobs(missing, settings, options)
     summary = dict(
         prototypes=sorted(prototypes),
         substitutions=substitutions,
         options={k: options[k] for k in ("volume_scaling", "charge_balanced", "keep_original")}
         | {k: options[k] for k in ("suggest_threshold", "deduplicate", "chunk_size")},
         rejected=[list(r) for r in generation.rejected],
-        n_chunks=n_chunks,
+        notes=list(generation.notes),
+        why_empty=generation.why_empty(),
+        n_chunks=len(chunks),
         n_generated=n_generated,
     )
     analysis = analyse(
@@ -404,6 +405,7 @@ def generate_campaign(
         summary,
         dict(generation=time.perf_counter() - start, started_at=started_at),
         options["plot_dir"],
+        options["lookup_store"],
     )
     analysis.name = f"{options['name']} analysis"
     analysis.update_metadata({"gptff_role": "screening_analysis", "campaign_id": campaign_id})
