@@ -10,13 +10,19 @@ Two file formats are read, both with ``torch.load(..., weights_only=True)``:
   and provenance.
 
 A file whose keys or shapes do not match the network is refused with a :class:`CheckpointError`
-that lists the differences.
+that lists the differences. Every file is also checked for damage before it is used: the CRC-32 of
+each member of its zip archive (:func:`gptff_core.pretrained.check_archive`), finite weights
+(no NaN or infinity, the tensor named otherwise) and, for the project's own checkpoints, the
+sha256 of the weights stored by :func:`save_checkpoint` (:func:`weights_sha256`; files written
+before format version 2 have none and load with a log line saying so).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -28,6 +34,7 @@ from gptff_core.allocator import tune_malloc
 from gptff_core.devices import resolve_device, resolve_dtype
 from gptff_core.errors import CheckpointError
 from gptff_core.model import GPTFF, GPTFFConfig
+from gptff_core.paths import write_atomically
 from gptff_core.pretrained import (
     DEFAULT_MODEL,
     PRETRAINED_MODELS,
@@ -36,8 +43,11 @@ from gptff_core.pretrained import (
     resolve_checkpoint,
 )
 
+logger = logging.getLogger(__name__)
+
 PROJECT_FORMAT = "gptff-toolkit"
-PROJECT_FORMAT_VERSION = 1
+PROJECT_FORMAT_VERSION = 2
+"""1: config, weights, metadata; 2: also ``weights_sha256`` (:func:`weights_sha256`)."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +137,9 @@ def _config_from_published(cfg: object, path: Path) -> GPTFFConfig:
 def _check_and_load(
     model: GPTFF, state: dict, path: Path, file_keys: dict[str, str] | None = None
 ) -> None:
-    """Load ``state`` into ``model`` after checking every key and shape; refuse any mismatch,
-    naming keys as the file holds them (``file_keys`` maps the network's keys to the file's)."""
+    """Load ``state`` into ``model`` after checking every key, shape and value; refuse any
+    mismatch or non-finite weight, naming keys as the file holds them (``file_keys`` maps the
+    network's keys to the file's)."""
     named = (file_keys or {}).get
     expected = model.state_dict()
     problems = [f"missing key {named(k, k)}" for k in expected if k not in state]
@@ -144,7 +155,59 @@ def _check_and_load(
             f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
         )
         raise CheckpointError(f"{path} does not match the GPTFF network: {shown}")
+    bad = non_finite_tensors(state)
+    if bad:
+        shown = ", ".join(f"{named(k, k)} ({n} of {state[k].numel()} values)" for k, n in bad)
+        raise CheckpointError(
+            f"{path} has non-finite weights (NaN or infinity) in {shown}: the file is damaged or "
+            "was written by a run that diverged. Use an intact checkpoint (for a training run, an "
+            "earlier best.pt or a rerun with a lower learning rate)."
+        )
     model.load_state_dict(state)
+
+
+def non_finite_tensors(state: dict) -> list[tuple[str, int]]:
+    """``(name, count)`` of the floating-point tensors of ``state`` holding NaN or infinity."""
+    found = []
+    for name, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            count = int((~torch.isfinite(value)).sum())
+            if count:
+                found.append((name, count))
+    return found
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """Canonical sha256 (hex) of a state dict's tensors: for each name in sorted order, the
+    name, dtype, shape and the bytes of the values (C order, the machine's byte order), so that
+    it depends on the weights only, not on how ``torch.save`` laid out the file."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        digest.update(f"{name}\0{dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _verify_weights_sha256(raw: dict, state: dict, path: Path) -> None:
+    """Compare the weights with the sha256 stored by :func:`save_checkpoint`."""
+    stored = raw.get("weights_sha256")
+    if stored is None:
+        logger.warning(
+            "%s was written before checkpoints stored a sha256 of their weights (format "
+            "version %s): only its zip CRCs and finite weights were checked",
+            path,
+            raw.get("format_version"),
+        )
+        return
+    actual = weights_sha256(state)
+    if actual != stored:
+        raise CheckpointError(
+            f"{path}: its weights do not match the sha256 stored when the file was written "
+            f"({actual[:16]}… instead of {str(stored)[:16]}…): the weights were changed after "
+            "save_checkpoint wrote it. Use the original file, or rerun the training that wrote it."
+        )
 
 
 def _published_state(
@@ -255,6 +318,8 @@ def _network_from_file(raw: dict, path: Path, overrides: dict) -> GPTFF:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: 'state_dict' is not a mapping of tensors")
     _check_and_load(network, state, path, file_keys)
+    if raw.get("format") == PROJECT_FORMAT:
+        _verify_weights_sha256(raw, state, path)
     return network
 
 
@@ -269,17 +334,25 @@ def _validate_windows(config: GPTFFConfig) -> None:
 
 def save_checkpoint(model: GPTFF, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write ``model`` in the project's format (config, weights in their dtype, float64 reference
-    energies and ``metadata`` such as provenance), atomically. Returns the path."""
+    energies, the sha256 of the weights and ``metadata`` such as provenance), atomically.
+    Returns the path.
+
+    Raises:
+        CheckpointError: a weight is NaN or infinite (nothing is written).
+    """
     path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    bad = non_finite_tensors(state)
+    if bad:
+        shown = ", ".join(f"{name} ({count} values)" for name, count in bad[:6])
+        raise CheckpointError(f"refusing to write {path}: non-finite weights in {shown}")
     payload = {
         "format": PROJECT_FORMAT,
         "format_version": PROJECT_FORMAT_VERSION,
         "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
+        "weights_sha256": weights_sha256(state),
         "metadata": metadata or {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
-    return path
+    return write_atomically(path, lambda temporary: torch.save(payload, temporary))

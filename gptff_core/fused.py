@@ -28,23 +28,32 @@ def gather_add(
 ) -> torch.Tensor:
     """``y + a[first] + b[second]`` (rows of ``y``: bonds; of ``a``, ``b``: atoms), followed by
     SiLU when ``activate``."""
-    if native.usable(y, a, b, first, second):
+    if _native(y, a, b, first, second):
         return _GatherAdd.apply(y, a, first, b, second, activate)
     return _gather_add_formula(y, a, first, b, second, activate)
 
 
 def gated_silu(y: torch.Tensor, multiplier: torch.Tensor | None = None) -> torch.Tensor:
     """``silu(core)·σ(gate)``, times ``multiplier`` (same shape as ``core``) when given."""
-    if native.usable(y, *([] if multiplier is None else [multiplier])):
+    if _native(y, *([] if multiplier is None else [multiplier])):
         return _GatedSilu.apply(y, multiplier)
     return _gated_silu_formula(y, multiplier)
 
 
 def silu_times(x: torch.Tensor, r: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """``residual + silu(x)·r``."""
-    if native.usable(x, r, residual):
+    if _native(x, r, residual):
         return _SiluTimes.apply(x, r, residual)
     return residual + F.silu(x) * r
+
+
+def _native(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled kernels can take these tensors: :func:`native.usable` and one
+    floating dtype for all (under autocast a layer's output may be bfloat16 beside float32
+    inputs; the kernels read every array in the first one's dtype)."""
+    dtype = tensors[0].dtype
+    same = all(t.dtype == dtype for t in tensors if t.is_floating_point())
+    return same and native.usable(*tensors)
 
 
 def _gather_add_formula(y, a, first, b, second, activate):

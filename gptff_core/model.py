@@ -224,7 +224,8 @@ class AtomUpdate(nn.Module):
         radial = self.radial(geometry.basis)
         if geometry.bond_envelope is not None:
             radial = radial * geometry.bond_envelope.unsqueeze(-1)
-        return h.index_add(0, geometry.centre, fused.gated_silu(core_and_gate, radial))
+        messages = fused.gated_silu(core_and_gate, radial)
+        return h.index_add(0, geometry.centre, messages.to(h.dtype))  # h's dtype under autocast
 
 
 class AtomTransformer(nn.Module):

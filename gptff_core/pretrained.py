@@ -4,7 +4,8 @@ The two checkpoints are the files ``pretrained/gptff_v1.pth`` and ``pretrained/g
 of the upstream GPTFF repository at commit 320c24d (GPLv3). A registry name is resolved by
 looking, in order, in ``$GPTFF_MODEL_DIR``, in :func:`cache_dir` and finally by downloading
 into the cache. Every file found or downloaded under a registry name is checked against its
-published sha256; a user's own checkpoint passed as an explicit path is used as is.
+published sha256. Any file, a user's own checkpoint passed as a path included, is checked on load
+against the CRC-32 of each member of its zip archive (:func:`check_archive`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import mmap
 import os
+import struct
 import tempfile
 import urllib.request
+import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -153,7 +158,8 @@ def resolve_checkpoint(model: str | os.PathLike = DEFAULT_MODEL, *, download: bo
     A registry name (case-insensitive, e.g. ``"gptff-v2"``) is looked up in
     ``$GPTFF_MODEL_DIR``, then in :func:`cache_dir`, then downloaded into the cache when
     ``download`` is true; the file is always sha256-verified. Anything else is taken as a
-    path to an existing file and returned unverified (e.g. a fine-tuned checkpoint); write
+    path to an existing file and returned without a sha256 check (e.g. a fine-tuned checkpoint;
+    :func:`load_checkpoint_file` checks its zip CRCs, the loader its weights); write
     ``./gptff-v2`` to mean a file that happens to carry a registry name.
     """
     if isinstance(model, str) and model.strip().lower() in PRETRAINED_MODELS:
@@ -281,13 +287,74 @@ def fetch_models(names: Iterable[str] | None = None, force: bool = False) -> lis
     return paths
 
 
+def check_archive(path: str | os.PathLike, what: str = "Checkpoint") -> None:
+    """Refuse a torch zip file whose members do not match their stored CRC-32.
+
+    ``torch.save`` writes a zip archive with a CRC-32 per member (the pickle and one member per
+    tensor storage) but ``torch.load`` never checks them, so a flipped bit in the weights would
+    load silently. The check reads the file once more (about 1 ms for the 2 MB of gptff-v2). A
+    file that is not a zip archive (torch's legacy format, or garbage) is left to ``torch.load``.
+
+    Raises:
+        CheckpointError: a member is damaged (named) or the archive's headers are unreadable.
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return
+    advice = (
+        "Replace the file with an intact copy (copy or download it again, or rerun the training "
+        "that wrote it)."
+    )
+    try:
+        damaged = _damaged_member(path)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+        raise CheckpointError(
+            f"{what} {path} is damaged: its zip archive cannot be read ({exc}). {advice}"
+        ) from exc
+    if damaged is not None:
+        raise CheckpointError(
+            f"{what} {path} is damaged: the contents of its member {damaged!r} do not match the "
+            f"CRC-32 stored in the file (a changed byte, e.g. a flipped bit). {advice}"
+        )
+
+
+def _damaged_member(path: Path) -> str | None:
+    """The first member of the zip file whose bytes do not match its CRC-32, or None. Stored
+    (uncompressed) members, all of torch's, are checked on one read of the file with
+    ``zlib.crc32``; an archive with compressed members goes through ``ZipFile.testzip``."""
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        if any(m.compress_type != zipfile.ZIP_STORED for m in members):
+            return archive.testzip()
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        content = memoryview(mm)
+        try:
+            return next((m.filename for m in members if not _intact(content, m)), None)
+        finally:
+            content.release()
+
+
+def _intact(content: memoryview, member: zipfile.ZipInfo) -> bool:
+    """Whether a stored member's local header is where the directory says and its bytes match
+    its CRC-32."""
+    header = member.header_offset
+    if header + 30 > len(content) or bytes(content[header : header + 4]) != b"PK\x03\x04":
+        return False
+    name_length, extra_length = struct.unpack_from("<HH", content, header + 26)
+    start = header + 30 + name_length + extra_length
+    stored = content[start : start + member.compress_size]
+    return len(stored) == member.compress_size and zlib.crc32(stored) == member.CRC
+
+
 def load_checkpoint_file(path: str | os.PathLike) -> dict:
-    """``torch.load`` a checkpoint on the CPU with ``weights_only=True`` (no pickled code)."""
+    """``torch.load`` a checkpoint on the CPU with ``weights_only=True`` (no pickled code),
+    after checking the CRC-32 of every member of its zip archive (:func:`check_archive`)."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file {path} does not exist.")
+    check_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad zips, pickles, short files

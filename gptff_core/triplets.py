@@ -140,6 +140,13 @@ class _TripletMessages(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        # autocast may be on where the backward runs (forces by autograd inside the autocast
+        # region of training): the forward ran without it, so must the backward
+        with torch.autocast(grad_out.device.type, enabled=False):
+            return _TripletMessages._backward(ctx, grad_out.to(ctx.saved_tensors[0].dtype))
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         p, q, first, second, weight, bias, radial, cosine, angle_w, angle_b, *kept = (
             ctx.saved_tensors
         )
@@ -214,7 +221,18 @@ def triplet_messages(
 
     Returns:
         (S, F) sum of the messages of the triplets that start with each short bond.
+
+    Under autocast (mixed precision) the triplet part runs in the dtype of ``weight`` (the
+    parameters' dtype, float32) with autocast off, as ``index_add`` needs one dtype for the sum
+    and the summands and sums over many triplets would lose accuracy in bfloat16; the result is
+    returned in ``p``'s dtype (autocast's), like the output of any autocast layer.
     """
-    return _TripletMessages.apply(
-        p, q, first, second, weight, bias, radial, cosine, angle_weight, angle_bias
-    )
+    inputs = (p, q, first, second, weight, bias, radial, cosine, angle_weight, angle_bias)
+    device_type = p.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return _TripletMessages.apply(*inputs)
+    dtype = weight.dtype
+    inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
+    with torch.autocast(device_type, enabled=False):
+        out = _TripletMessages.apply(*inputs)
+    return out.to(p.dtype)

@@ -10,28 +10,15 @@ import numpy as np
 import pytest
 import torch
 from ase import units
-from training_fixtures import emt_configurations
+from training_fixtures import TINY, emt_configurations
 
 from gptff_core import GPTFFCalculator, load_model
 from gptff_core.cli import main
-from gptff_core.errors import GPTFFInputError
+from gptff_core.errors import ComputationError, GPTFFInputError
 from gptff_core.evaluate import evaluate
-from gptff_core.model import GPTFFConfig
 from gptff_core.training import Recipe, Trainer, frames_from_structures, new_network
 from gptff_core.training.loss import LossWeights, loss_terms, make_batch
 from gptff_core.training.metrics import FramePredictions, error_metrics
-
-TINY = GPTFFConfig(
-    atom_feature_len=8,
-    bond_feature_len=8,
-    n_layers=1,
-    conv_hidden_len=8,
-    readout_hidden_len=8,
-    transformer=True,
-    n_heads=2,
-    transformer_ff_len=8,
-)
-"""A small network with every kind of layer (transformer and its dropout included)."""
 
 
 @pytest.fixture(scope="module")
@@ -136,20 +123,32 @@ def test_base_model_provenance(tmp_path, emt_frames):
 
 def test_nan_batch_is_skipped_and_logged(tmp_path, emt_frames, caplog):
     """An energy finite in float64 but infinite in float32 makes the loss infinite: the batch
-    is skipped, the weights stay as they were, and the skip is logged and counted."""
-    train = [emt_frames[0][0], dataclasses.replace(emt_frames[0][1], energy=1e39)]
+    is skipped, logged and counted, and the run goes on with the other batches. When every batch
+    of an epoch is skipped the run has diverged: it stops with a ComputationError, the weights
+    stay as they were and only epoch 0's best.pt exists. (The energy screening, which would
+    refuse the frame, is off to reach the trainer's own guard.)"""
+    bad = dataclasses.replace(emt_frames[0][1], energy=1e39)
+    recipe = Recipe(
+        epochs=1, max_structures_per_batch=1, reference_refit="none", outlier_energy_per_atom=None
+    )
+    trainer = Trainer(new_network(TINY, seed=1), recipe, progress=False)
+    with caplog.at_level(logging.WARNING, logger="gptff_core.training.trainer"):
+        result = trainer.fit([*emt_frames[0][2:4], bad], emt_frames[1][:1], tmp_path / "some")
+    assert result.history[-1].skipped_batches == 1
+    assert "skipped a batch" in caplog.text
+
     trainer = Trainer(
         new_network(TINY, seed=1),
-        Recipe(epochs=1, max_structures_per_batch=2, reference_refit="none"),
+        dataclasses.replace(recipe, max_structures_per_batch=2),
         progress=False,
     )
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    with caplog.at_level(logging.WARNING, logger="gptff_core.training.trainer"):
-        result = trainer.fit(train, emt_frames[1][:1], tmp_path)
-    assert result.history[-1].skipped_batches == 1
-    assert "skipped a batch" in caplog.text
+    with pytest.raises(ComputationError, match="diverged in epoch 1: every batch"):
+        trainer.fit([emt_frames[0][0], bad], emt_frames[1][:1], tmp_path / "all")
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(value, before[key]), key
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["best.pt"]
+    load_model(tmp_path / "all" / "best.pt")  # finite, digest verified
 
 
 def test_freeze_keeps_parameters_fixed(tmp_path, emt_frames):
@@ -190,8 +189,10 @@ def test_recipe_refuses_bad_options():
         Recipe(learning_rate=0.0)
     with pytest.raises(GPTFFInputError, match="reference_refit"):
         Recipe(reference_refit="mean")
-    with pytest.raises(GPTFFInputError, match="CUDA"):
-        Trainer(new_network(TINY), Recipe(mixed_precision=True), device="cpu")
+    with pytest.raises(GPTFFInputError, match="learning_rate must be finite"):
+        Recipe(learning_rate=float("inf"))
+    with pytest.raises(GPTFFInputError, match="outlier_force must be positive"):
+        Recipe(outlier_force=0.0)
 
 
 def test_error_metrics_by_hand(emt_frames):

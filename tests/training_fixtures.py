@@ -14,6 +14,20 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
+from gptff_core.model import GPTFFConfig
+
+TINY = GPTFFConfig(
+    atom_feature_len=8,
+    bond_feature_len=8,
+    n_layers=1,
+    conv_hidden_len=8,
+    readout_hidden_len=8,
+    transformer=True,
+    n_heads=2,
+    transformer_ff_len=8,
+)
+"""A small network with every kind of layer (transformer and its dropout included)."""
+
 
 def outcar_text(species: list[tuple[str, int]], steps: list[dict]) -> str:
     """An OUTCAR with one ionic step per dict: ``cell`` (Å), ``positions`` (Å, Cartesian),

@@ -3,8 +3,10 @@
 * :mod:`~gptff_core.training.datasets`: frames from extxyz/ASE files, VASP OUTCAR and vasprun.xml,
   ASE databases, the published trainer's CSV and Python lists; units converted at the edge (eV,
   eV/Å, eV/Å³ with ASE's sign); trajectory-grouped train/validation split.
-* :mod:`~gptff_core.training.references`: least-squares refit of the per-element reference
+* :mod:`~gptff_core.training.references`: robust (Huber) refit of the per-element reference
   energies.
+* :mod:`~gptff_core.training.outliers`: labels checked before training (non-finite labels and
+  outliers refused, or outliers dropped and reported).
 * :mod:`~gptff_core.training.trainer`: :class:`Trainer` with the paper's recipe
   (:class:`Recipe`), checkpoints, metrics and exact resume.
 

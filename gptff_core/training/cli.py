@@ -8,9 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from gptff_core.cli import arg, command
+from gptff_core.cli import arg, command, dump_json
 from gptff_core.errors import GPTFFInputError
+from gptff_core.paths import check_output_dir
+
+DEFAULT_EPOCHS = 30
 
 _TABLE_ROWS = (
     ("energy_mae_meV_per_atom", "energy MAE (meV/atom)", ".2f"),
@@ -34,11 +38,25 @@ def _config_overrides(pairs: list[str]) -> dict:
     return values
 
 
+def _epochs(args: argparse.Namespace) -> int:
+    """--epochs, else (resuming) the epochs of the saved run, else the default."""
+    if args.epochs is not None:
+        return args.epochs
+    if args.resume:
+        from gptff_core.training.state import saved_epochs
+        from gptff_core.training.trainer import STATE_FILE
+
+        saved = saved_epochs(Path(args.out) / STATE_FILE)
+        if saved is not None:
+            return saved
+    return DEFAULT_EPOCHS
+
+
 def _recipe(args: argparse.Namespace):
     from gptff_core.training.recipe import Recipe
 
     return Recipe(
-        epochs=args.epochs,
+        epochs=_epochs(args),
         learning_rate=args.lr,
         final_learning_rate=args.final_lr,
         warmup_steps=args.warmup_steps,
@@ -58,6 +76,9 @@ def _recipe(args: argparse.Namespace):
         dropout=args.dropout,
         seed=args.seed,
         mixed_precision=args.mixed_precision,
+        outlier_energy_per_atom=args.outlier_energy if args.outlier_energy > 0 else None,
+        outlier_force=args.outlier_force if args.outlier_force > 0 else None,
+        drop_outliers=args.drop_outliers,
     )
 
 
@@ -95,7 +116,12 @@ def _start_model(args: argparse.Namespace):
     ),
     arg("--format", dest="fmt", metavar="FMT", help="ASE format name, or gptff-csv"),
     arg("--out", default="finetuned", metavar="DIR", help="output directory (%(default)s)"),
-    arg("--epochs", type=int, default=30, help="epochs (%(default)s)"),
+    arg(
+        "--epochs",
+        type=int,
+        help=f"epochs ({DEFAULT_EPOCHS}; with --resume: the saved run's, a larger number "
+        "extends the run)",
+    ),
     arg("--lr", type=float, default=2e-4, help="initial learning rate (%(default)s)"),
     arg("--final-lr", type=float, default=5e-6, help="cosine end learning rate (%(default)s)"),
     arg("--warmup-steps", type=int, default=0, help="linear warm-up steps (%(default)s)"),
@@ -125,7 +151,31 @@ def _start_model(args: argparse.Namespace):
     arg("--patience", type=int, help="early stopping after N epochs without improvement"),
     arg("--dropout", type=float, help="transformer dropout while training (default: model's)"),
     arg("--seed", type=int, default=0, help="random seed (%(default)s)"),
-    arg("--mixed-precision", action="store_true", help="bfloat16 autocast (CUDA only)"),
+    arg(
+        "--mixed-precision",
+        action="store_true",
+        help="bfloat16 autocast of the training forward pass (validation in full precision)",
+    ),
+    arg(
+        "--outlier-energy",
+        type=float,
+        default=5.0,
+        metavar="EV_PER_ATOM",
+        help="energy outlier floor: a frame more than this and 10 sigma (MAD) from the robust "
+        "per-element fit is an outlier; 0: off (%(default)s)",
+    ),
+    arg(
+        "--outlier-force",
+        type=float,
+        default=100.0,
+        metavar="EV_PER_A",
+        help="a frame with a larger atomic force is an outlier; 0: off (%(default)s)",
+    ),
+    arg(
+        "--drop-outliers",
+        action="store_true",
+        help="leave outlier frames out and report them (default: refuse the data)",
+    ),
     arg("--resume", action="store_true", help="continue the run saved in --out"),
     arg("--from-scratch", action="store_true", help="train a new network instead of --model"),
     arg(
@@ -140,7 +190,9 @@ def _start_model(args: argparse.Namespace):
         "published CSV give kBar (pressure positive), converted on reading. Metrics: MAE of\n"
         "the energy per atom (meV/atom), force components (meV/Å), stress components (GPa).\n"
         "Writes DIR/best.pt, DIR/last.pt (GPTFFCalculator(model=...)), DIR/training_state.pt\n"
-        "(--resume), DIR/metrics.csv, DIR/metrics.json and DIR/parity_*.png."
+        "(--resume), DIR/metrics.csv, DIR/metrics.json and DIR/parity_*.png.\n"
+        "Exit codes: 0 done; 1 bad input (a file, frame, outlier label, option or --out), checked\n"
+        "before training; 4 the training diverged (the files of the last good epoch are kept)."
     ),
 )
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -148,6 +200,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from gptff_core.training.metrics import summary_line
     from gptff_core.training.trainer import Trainer
 
+    check_output_dir(args.out, "--out")
     recipe = _recipe(args)
     frames = read_datasets(args.train, args.fmt)
     if args.valid:
@@ -181,17 +234,23 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         best_epoch=result.best_epoch,
         epochs_run=result.history[-1].epoch,
         stopped_early=result.stopped_early,
-        n_train=len(train),
-        n_valid=len(valid),
+        n_train=result.n_train,
+        n_valid=result.n_valid,
         reference_refit=result.reference_refit,
         base_model=trainer.base_model,
+        outliers=result.outliers,
         files=[str(p) for p in result.files],
     )
     if args.json:
-        print(json.dumps(summary, indent=2))
+        dump_json(summary)
         return 0
     refit = result.reference_refit
-    lines = [f"training frames {len(train)}, validation frames {len(valid)}"]
+    n_train, n_valid = summary["n_train"], summary["n_valid"]
+    lines = [f"training frames {n_train}, validation frames {n_valid}"]
+    dropped = result.outliers.get("dropped", [])
+    if dropped:
+        shown = ", ".join(o["frame"] for o in dropped[:5]) + (", ..." if len(dropped) > 5 else "")
+        lines.append(f"dropped {len(dropped)} outlier frame(s) (see metrics.json): {shown}")
     if refit["elements"]:
         shown = ", ".join(f"{s} {e:.4f}" for s, e in refit["elements"].items())
         lines.append(f"reference energies refitted ({refit['mode']}), eV/atom: {shown}")

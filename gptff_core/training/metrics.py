@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from ase import units
 
+from gptff_core.errors import ComputationError
 from gptff_core.training.datasets import Frame
 
 VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
@@ -103,7 +104,7 @@ def summary_line(metrics: dict) -> str:
 
 def write_history_csv(history: Sequence[dict], path: Path) -> None:
     """One row per epoch (epoch 0: after the reference refit, before any step)."""
-    columns = ["epoch", "learning_rate", "train_loss", "seconds", *METRIC_NAMES]
+    columns = ["epoch", "learning_rate", "train_loss", "seconds", "skipped_batches", *METRIC_NAMES]
     with Path(path).open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -112,7 +113,14 @@ def write_history_csv(history: Sequence[dict], path: Path) -> None:
 
 
 def write_json(document: dict, path: Path) -> None:
-    Path(path).write_text(json.dumps(document, indent=2, default=_jsonable) + "\n")
+    """Write ``document`` as strict JSON (a NaN or infinity is refused, never written)."""
+    try:
+        text = json.dumps(document, indent=2, default=_jsonable, allow_nan=False)
+    except ValueError as error:
+        raise ComputationError(
+            f"{path}: a value is not finite (NaN or infinity), so it was not written ({error})"
+        ) from None
+    Path(path).write_text(text + "\n")
 
 
 def _jsonable(value: object) -> object:
@@ -131,10 +139,7 @@ def parity_plots(
 ) -> list[Path]:
     """``parity_energy.png``, ``parity_forces.png``, ``parity_stress.png`` (quantities with labels):
     prediction against label, before (grey) and after fine-tuning, with the MAEs in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure
 
     titles = {
         "energy": "energy per atom (meV/atom)",
@@ -147,7 +152,8 @@ def parity_plots(
     for name, (label, predicted) in after_pairs.items():
         if label.size == 0:
             continue
-        figure, axis = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+        figure = Figure(figsize=(4.5, 4.5), dpi=120)
+        axis = figure.add_subplot()
         shown = [label, predicted]
         if name in before_pairs:
             old_label, old = before_pairs[name]
@@ -166,6 +172,5 @@ def parity_plots(
         figure.tight_layout()
         path = Path(out_dir) / f"parity_{name}.png"
         figure.savefig(path)
-        plt.close(figure)
         written.append(path)
     return written

@@ -3,6 +3,7 @@ defaults, saved in each checkpoint and in the resume state."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from gptff_core.errors import GPTFFInputError
@@ -38,7 +39,13 @@ class Recipe:
             (see :mod:`gptff_core.training.references`).
         dropout: override the transformer dropout while training (None: keep the config's).
         seed: seeds the weights of a new network, the shuffling and dropout.
-        mixed_precision: bfloat16 autocast of the forward pass (CUDA only).
+        mixed_precision: bfloat16 autocast of the training forward pass (CUDA or CPU; the
+            triplet sums and the atom features are accumulated in the weights' dtype;
+            validation runs in full precision).
+        outlier_energy_per_atom: eV/atom, the floor of the energy outlier rule (see
+            :mod:`gptff_core.training.outliers`); None: no energy screening.
+        outlier_force: eV/Å, frames with a larger atomic force are outliers; None: no bound.
+        drop_outliers: leave outlier frames out (and report them) instead of refusing the data.
     """
 
     epochs: int = 30
@@ -62,9 +69,16 @@ class Recipe:
     dropout: float | None = None
     seed: int = 0
     mixed_precision: bool = False
+    outlier_energy_per_atom: float | None = 5.0
+    outlier_force: float | None = 100.0
+    drop_outliers: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "freeze", tuple(self.freeze))
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GPTFFInputError(f"recipe: {item.name} must be finite, got {value}")
         positive = [
             "epochs",
             "learning_rate",
@@ -90,7 +104,13 @@ class Recipe:
             raise GPTFFInputError("recipe: at least one loss weight must be positive")
         if not self.huber_delta > 0:
             raise GPTFFInputError(f"recipe: huber_delta must be positive, got {self.huber_delta}")
-        for name in ("grad_clip", "structures_per_epoch", "patience"):
+        for name in (
+            "grad_clip",
+            "structures_per_epoch",
+            "patience",
+            "outlier_energy_per_atom",
+            "outlier_force",
+        ):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise GPTFFInputError(f"recipe: {name} must be positive or None, got {value}")
@@ -103,6 +123,11 @@ class Recipe:
                 f"recipe: reference_refit must be one of {REFIT_MODES}, "
                 f"got {self.reference_refit!r}"
             )
+
+    def changes_from(self, other: Recipe) -> list[str]:
+        """``"name (other's value → this value)"`` for every option that differs."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{k} ({theirs[k]!r} → {mine[k]!r})" for k in mine if mine[k] != theirs[k]]
 
     def to_dict(self) -> dict:
         values = asdict(self)

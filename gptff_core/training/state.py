@@ -3,8 +3,9 @@
 ``training_state.pt`` holds everything that decides the rest of a run: the raw weights (with the
 refitted reference energies), the EMA weights, AdamW's moments, the schedule position (epoch and
 optimizer step), the shuffling generator and torch's random states (dropout), the best score so
-far, the history, and fingerprints of the data and the recipe, which a resume must match. It is
-read with ``torch.load(..., weights_only=True)``.
+far, the history, and fingerprints of the data and the recipe, which a resume must match (except
+``epochs``, which may grow: the run is extended and its cosine schedule re-planned over the new
+total). It is read with ``torch.load(..., weights_only=True)`` after a check of its zip CRCs.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gptff_core.checkpoint import non_finite_tensors
 from gptff_core.errors import GPTFFInputError
 from gptff_core.model import GPTFF
+from gptff_core.pretrained import check_archive
 from gptff_core.training.metrics import FramePredictions
+from gptff_core.training.recipe import Recipe
 
 STATE_VERSION = 1
 
@@ -86,6 +90,7 @@ class RunState:
     best_score: float | None = None
     best_epoch: int = 0
     stale: int = 0
+    screening: dict | None = None
 
     @classmethod
     def new(
@@ -128,6 +133,7 @@ class RunState:
             "valid_fingerprint": self.fingerprints["valid"],
             "n_train": self.fingerprints["n_train"],
             "n_valid": self.fingerprints["n_valid"],
+            "outliers": self.screening,
         }
 
     def save(self, trainer, path: Path) -> None:
@@ -164,28 +170,11 @@ class RunState:
         """The state saved at ``path``, restored into ``trainer``'s model and random states.
 
         Raises:
-            GPTFFInputError: no state file, or one written for other data, another recipe or
-                another network size.
+            GPTFFInputError: no state file, a damaged one, or one written for other data, another
+                recipe (``epochs`` may grow) or another network size.
         """
-        if not path.is_file():
-            raise GPTFFInputError(f"cannot resume: {path} does not exist (nothing to resume)")
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise GPTFFInputError(f"cannot resume: {path} is unreadable ({error})") from error
-        if saved.get("version") != STATE_VERSION:
-            raise GPTFFInputError(f"cannot resume: {path} has version {saved.get('version')}")
-        checks = {
-            "training/validation data": ("fingerprints", fingerprints),
-            "recipe": ("recipe", trainer.recipe.to_dict()),
-            "network config": ("config", trainer.model.config.to_dict()),
-        }
-        mismatches = [name for name, (key, ours) in checks.items() if saved.get(key) != ours]
-        if mismatches:
-            raise GPTFFInputError(
-                f"cannot resume from {path}: the {', '.join(mismatches)} differ from the run that "
-                "wrote it; resume with the same files and options, or start a new --out directory"
-            )
+        saved = read_state(path)
+        _check_compatible(saved, trainer, path, fingerprints)
         trainer.model.load_state_dict(saved["model"])
         history = [EpochRecord(**r) for r in saved["history"]]
         before_predictions = saved["before_predictions"]
@@ -208,3 +197,64 @@ class RunState:
         for name in ("epoch", "step", "best_score", "best_epoch", "stale"):
             setattr(state, name, saved[name])
         return state
+
+
+def read_state(path: Path) -> dict:
+    """The resume file's content, its zip CRCs, version and weights checked.
+
+    Raises:
+        GPTFFInputError: missing, damaged or unreadable, or non-finite weights.
+    """
+    if not path.is_file():
+        raise GPTFFInputError(f"cannot resume: {path} does not exist (nothing to resume)")
+    check_archive(path, "Training state")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise GPTFFInputError(f"cannot resume: {path} is unreadable ({error})") from error
+    if not isinstance(saved, dict) or saved.get("version") != STATE_VERSION:
+        version = saved.get("version") if isinstance(saved, dict) else None
+        raise GPTFFInputError(f"cannot resume: {path} has version {version}")
+    for key in ("model", "ema"):
+        bad = non_finite_tensors(saved.get(key) or {})
+        if bad:
+            raise GPTFFInputError(
+                f"cannot resume: {path} holds non-finite {key} weights ({bad[0][0]}); start a new "
+                "run in another --out directory"
+            )
+    return saved
+
+
+def saved_epochs(path: Path) -> int | None:
+    """The ``epochs`` of the recipe saved in the resume file ``path`` (None: no such file)."""
+    if not path.is_file():
+        return None
+    return int(read_state(path)["recipe"]["epochs"])
+
+
+def _check_compatible(saved: dict, trainer, path: Path, fingerprints: dict) -> None:
+    """Refuse a resume with other data, network size or recipe; only ``epochs`` may grow (to at
+    least the epochs already run)."""
+    mismatches = [
+        name
+        for name, key, ours in (
+            ("training/validation data", "fingerprints", fingerprints),
+            ("network config", "config", trainer.model.config.to_dict()),
+        )
+        if saved.get(key) != ours
+    ]
+    saved_recipe = Recipe.from_dict(saved["recipe"])  # defaults for options added since
+    changes = [c for c in trainer.recipe.changes_from(saved_recipe) if not c.startswith("epochs ")]
+    if changes:
+        mismatches.append("recipe (" + ", ".join(changes) + ")")
+    if mismatches:
+        raise GPTFFInputError(
+            f"cannot resume from {path}: the {'; the '.join(mismatches)} differ from the run that "
+            "wrote it; resume with the same files and options (only --epochs may change, to "
+            "extend the run), or start a new --out directory"
+        )
+    if trainer.recipe.epochs < saved["epoch"]:
+        raise GPTFFInputError(
+            f"cannot resume from {path}: the run has already completed {saved['epoch']} epochs, "
+            f"more than epochs={trainer.recipe.epochs}; give --epochs {saved['epoch']} or more"
+        )

@@ -4,7 +4,11 @@
 cosine learning rate (optional linear warm-up), Huber losses on energy per atom, forces and
 stress, gradient clipping, optional EMA of the weights, freezing, early stopping and
 per-epoch structure sampling. Batches are bounded by structures, atoms and triplets. A batch
-whose loss or gradient is not finite is skipped and logged; the weights are untouched.
+whose loss or gradient is not finite is skipped and logged; the weights are untouched. Before any
+step the labels are screened (:mod:`~gptff_core.training.outliers`: outliers refused or
+dropped). A run that diverges (non-finite weights, every batch skipped, or non-finite validation
+errors) stops with a :class:`ComputationError` naming the epoch; no checkpoint ever holds
+non-finite weights or a non-finite best score, and the files of the last good epoch are kept.
 
 Files in ``out_dir``: ``best.pt`` and ``last.pt`` (project checkpoints, loadable by
 ``GPTFFCalculator(model=path)``), ``training_state.pt`` (optimizer, schedule position, EMA,
@@ -27,19 +31,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from gptff_core.checkpoint import load_model, save_checkpoint
-from gptff_core.errors import GPTFFInputError
+from gptff_core.checkpoint import load_model, non_finite_tensors, save_checkpoint
+from gptff_core.errors import ComputationError, GPTFFInputError
 from gptff_core.evaluate import evaluate
 from gptff_core.graph import StructureGraph, structure_graph
 from gptff_core.model import GPTFF, AtomTransformer, GPTFFConfig
+from gptff_core.paths import check_output_dir
 from gptff_core.predict import batches_by_size
 from gptff_core.pretrained import DEFAULT_MODEL
 from gptff_core.training import metrics as metrics_io
 from gptff_core.training.datasets import Frame, fingerprint
 from gptff_core.training.loss import LossWeights, loss_terms, make_batch
 from gptff_core.training.metrics import FramePredictions, error_metrics
+from gptff_core.training.outliers import refuse_or_drop, screen
 from gptff_core.training.recipe import Recipe
-from gptff_core.training.references import refit_references
+from gptff_core.training.references import composition_matrix, refit_references
 from gptff_core.training.state import EpochRecord, RunState
 
 logger = logging.getLogger(__name__)
@@ -72,6 +78,9 @@ class TrainingResult:
         best_epoch: the epoch of ``best.pt`` (0: the reference refit alone scored best).
         stopped_early: whether early stopping ended the run.
         files: every file written.
+        outliers: the screening of the labels (rule, frames dropped; see
+            :mod:`~gptff_core.training.outliers`).
+        n_train, n_valid: the frames trained and validated on (outliers dropped).
     """
 
     before: dict
@@ -84,6 +93,9 @@ class TrainingResult:
     best_epoch: int
     stopped_early: bool = False
     files: list[Path] = field(default_factory=list)
+    outliers: dict = field(default_factory=dict)
+    n_train: int = 0
+    n_valid: int = 0
 
 
 class Trainer:
@@ -114,8 +126,12 @@ class Trainer:
         self.base_model = _provenance(model, self.model)
         parameter = next(self.model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
-        if self.recipe.mixed_precision and self.device.type != "cuda":
-            raise GPTFFInputError("recipe: mixed_precision needs a CUDA device")
+        bad = non_finite_tensors(self.model.state_dict())
+        if bad:
+            raise GPTFFInputError(
+                f"the network to train has non-finite weights (NaN or infinity) in "
+                f"{', '.join(name for name, _ in bad[:6])}; start from an intact network"
+            )
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._weights = LossWeights(
             self.recipe.energy_weight,
@@ -228,7 +244,9 @@ class Trainer:
         model.train()
         groups = self._batches(frames, parts, self._epoch_order(len(frames), state.generator))
         losses, skipped, rate = [], 0, 0.0
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.recipe.mixed_precision)
+        autocast = torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.recipe.mixed_precision
+        )
         with tqdm(total=len(groups), disable=not self.progress, desc=bar_label) as bar:
             for k, group in enumerate(groups):
                 bar.update(1)
@@ -293,28 +311,36 @@ class Trainer:
         Args:
             train: training frames (at least one).
             valid: validation frames (at least one).
-            out_dir: directory of the checkpoints, metrics and plots (created).
-            resume: continue from ``out_dir/training_state.pt`` (same data and recipe).
+            out_dir: directory of the checkpoints, metrics and plots (created; checked writable
+                before anything else).
+            resume: continue from ``out_dir/training_state.pt`` (same data and recipe; the
+                recipe's ``epochs`` may be larger, to extend the run).
             on_epoch_end: called with each epoch's record (after its files are written).
 
         Raises:
-            GPTFFInputError: empty data, a resume state that does not match, bad recipe options.
+            GPTFFInputError: empty data, outliers or non-finite labels (see
+                :mod:`~gptff_core.training.outliers`), an unwritable ``out_dir``, a resume state
+                that does not match, bad recipe options.
+            ComputationError: the run diverged (the files of the last good epoch are kept).
         """
         if not train or not valid:
             raise GPTFFInputError(
                 f"need training and validation frames, got {len(train)} and {len(valid)}"
             )
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        prints = dict(train=fingerprint(train), valid=fingerprint(valid))
-        prints |= dict(n_train=len(train), n_valid=len(valid))
+        out = check_output_dir(out_dir, "output directory")
+        if resume and not (out / STATE_FILE).is_file():
+            raise GPTFFInputError(f"cannot resume: {out / STATE_FILE} does not exist")
         if self.recipe.dropout is not None:
             _set_dropout(self.model, self.recipe.dropout)
-        train_parts, valid_parts = self._graphs(train), self._graphs(valid)
+        train, valid, train_parts, valid_parts, energies, outliers = self._screened(train, valid)
+        prints = dict(train=fingerprint(train), valid=fingerprint(valid))
+        prints |= dict(n_train=len(train), n_valid=len(valid))
         if resume:
             state = RunState.load(self, out / STATE_FILE, prints)
         else:
-            state = self._start(train, train_parts, valid, valid_parts, prints)
+            state = self._start(train, energies, valid, valid_parts, prints)
+        state.screening = outliers
+        if not resume:
             # the refitted model is the first candidate for best.pt: training that only makes
             # the validation score worse leaves best.pt at the refit (epoch 0)
             epoch0 = state.history[0]
@@ -322,21 +348,59 @@ class Trainer:
             self._save(self.model, out / "best.pt", state, epoch0, "best")
         return self._run(state, train, train_parts, valid, valid_parts, out, on_epoch_end)
 
-    def _start(self, train, train_parts, valid, valid_parts, prints) -> RunState:
-        """Measure the model as given, refit the references, measure again (epoch 0)."""
+    def _screened(self, train, valid) -> tuple:
+        """The frames and graphs kept by the label screening, the network energies of the kept
+        training frames (eV, with the current references) and the screening record."""
+        train_parts, valid_parts = self._graphs(train), self._graphs(valid)
+        model_energies = [
+            self.predict(self.model, frames, parts, energies_only=True).energies
+            for frames, parts in ((train, train_parts), (valid, valid_parts))
+        ]
+        for frames, energies in zip((train, valid), model_energies, strict=True):
+            bad = [k for k, energy in enumerate(energies) if not math.isfinite(energy)]
+            if bad:
+                raise ComputationError(
+                    f"the network to train gives non-finite energies for {_names(frames, bad)}; "
+                    "nothing was trained. Check the network and those structures"
+                )
+        references = self.model.reference_energies.detach().cpu().numpy().astype(np.float64)
+        without_references = tuple(
+            energies - composition_matrix(frames, len(references)) @ references
+            for energies, frames in zip(model_energies, (train, valid), strict=True)
+        )
+        screening = screen(train, valid, without_references, references, self.recipe)
+        kept_train, kept_valid = refuse_or_drop(screening, train, valid)
+        return (
+            [train[i] for i in kept_train],
+            [valid[i] for i in kept_valid],
+            [train_parts[i] for i in kept_train],
+            [valid_parts[i] for i in kept_valid],
+            model_energies[0][kept_train],
+            screening.record(),
+        )
+
+    def _start(self, train, train_energies, valid, valid_parts, prints) -> RunState:
+        """Measure the model as given, refit the references, measure again (epoch 0).
+        ``train_energies``: the model's energies of ``train`` as given, eV."""
         before_predictions = self.predict(self.model, valid, valid_parts)
         before = error_metrics(valid, before_predictions)
         logger.info("before fine-tuning: %s", metrics_io.summary_line(before))
         network_energies = None
         if self.recipe.reference_refit == "residual":
-            predicted = self.predict(self.model, train, train_parts, energies_only=True)
-            network_energies = predicted.energies
+            network_energies = train_energies
         refit = refit_references(self.model, train, self.recipe.reference_refit, network_energies)
         start = time.perf_counter()
         refit_predictions = self.predict(self.model, valid, valid_parts)
         epoch0 = EpochRecord(
             0, 0.0, None, time.perf_counter() - start, error_metrics(valid, refit_predictions)
         )
+        if not math.isfinite(self._score(epoch0.metrics)):
+            raise ComputationError(
+                "the network gives non-finite validation errors after the reference refit, "
+                f"before any training step ({metrics_io.summary_line(epoch0.metrics)}; "
+                f"{_non_finite_frames(valid, refit_predictions)}); nothing was written. Check "
+                "the network and the frames"
+            )
         logger.info(
             "after reference refit (%s): %s", refit["mode"], metrics_io.summary_line(epoch0.metrics)
         )
@@ -354,6 +418,7 @@ class Trainer:
                 state, train, train_parts, epoch, f"epoch {epoch + 1}/{recipe.epochs}"
             )
             evaluated = state.ema if state.ema is not None else self.model
+            self._check_weights(state, epoch + 1, out, loss, skipped)
             predictions = self.predict(evaluated, valid, valid_parts)
             record = EpochRecord(
                 epoch + 1,
@@ -363,9 +428,14 @@ class Trainer:
                 error_metrics(valid, predictions),
                 skipped,
             )
+            score = self._score(record.metrics)
+            if not math.isfinite(score):
+                where = _non_finite_frames(valid, predictions)
+                self._diverged(
+                    state, epoch + 1, out, f"the validation errors are not finite ({where})"
+                )
             state.history.append(record)
             state.epoch += 1
-            score = self._score(record.metrics)
             improved = state.best_score is None or score < state.best_score
             if improved:
                 state.best_score, state.best_epoch, state.stale = score, record.epoch, 0
@@ -393,6 +463,27 @@ class Trainer:
             evaluated = state.ema if state.ema is not None else self.model
             predictions = self.predict(evaluated, valid, valid_parts)
         return self._finish(state, valid, valid_parts, out, predictions, stopped_early)
+
+    def _check_weights(self, state, epoch: int, out: Path, loss, skipped: int) -> None:
+        """Stop a diverged run: non-finite weights (raw or EMA), or every batch skipped."""
+        for network in (self.model, state.ema):
+            bad = [] if network is None else non_finite_tensors(network.state_dict())
+            if bad:
+                names = ", ".join(name for name, _ in bad[:4])
+                self._diverged(state, epoch, out, f"the weights are not finite ({names})")
+        if loss is None and skipped:
+            self._diverged(
+                state, epoch, out, f"every batch ({skipped}) had a non-finite loss or gradient"
+            )
+
+    def _diverged(self, state, epoch: int, out: Path, what: str) -> None:
+        kept = [n for n in ("best.pt", "last.pt", STATE_FILE, "metrics.csv") if (out / n).exists()]
+        raise ComputationError(
+            f"training diverged in epoch {epoch}: {what}. Nothing of epoch {epoch} was written; "
+            f"{out} keeps {', '.join(kept) or 'nothing'} (best epoch {state.best_epoch}, last "
+            f"good epoch {state.epoch}). Start a new run with a lower learning rate (--lr) or "
+            "check the training data"
+        )
 
     def _finish(self, state, valid, valid_parts, out, last_predictions, stopped_early):
         best_path = out / "best.pt"
@@ -430,6 +521,9 @@ class Trainer:
             best_epoch=state.best_epoch,
             stopped_early=stopped_early,
             files=files,
+            outliers=state.screening or {},
+            n_train=state.fingerprints["n_train"],
+            n_valid=state.fingerprints["n_valid"],
         )
 
     def _save(self, network: GPTFF, path: Path, state, record: EpochRecord, kind: str) -> None:
@@ -444,6 +538,12 @@ class Trainer:
             metrics=dict(before=state.before, valid=record.metrics),
         )
         save_checkpoint(network, path, metadata)
+
+
+def _non_finite_frames(frames: Sequence[Frame], predictions: FramePredictions) -> str:
+    """``"non-finite energies: <up to 3 frames>"``, or a note that only forces/stress are."""
+    bad = [k for k, energy in enumerate(predictions.energies) if not math.isfinite(energy)]
+    return f"non-finite energies: {_names(frames, bad)}" if bad else "forces or stresses"
 
 
 def _names(frames: Sequence[Frame], group: Sequence[int]) -> str:
