@@ -8,13 +8,12 @@ imported inside the command so ``gptff --help`` stays fast. Units printed: T K, 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 import warnings
 
-from gptff_core.cli import arg, command, read_structures
-from gptff_core.errors import GPTFFInputError
+from gptff_core.cli import arg, command, dump_json, read_structures
+from gptff_core.errors import ExitCode, GPTFFInputError
+from gptff_core.paths import check_output_dir
 
 STORE_HELP = (
     "job store: a directory, a mongodb:// URI, or 'jobflow'; default $GPTFF_STORE, else the "
@@ -71,7 +70,7 @@ def _supercell(text: str) -> list[int]:
     arg("--epochs", type=int, default=10, help="fine-tuning epochs (%(default)s)"),
     arg("--lr", type=float, default=2e-4, help="initial learning rate (%(default)s)"),
     arg("--seed", type=int, default=0, help="random seed (%(default)s)"),
-    arg("--no-smooth", action="store_true", help="MD without C² cutoff envelopes"),
+    arg("--no-smooth", action="store_true", help="no C² cutoff envelopes (see --smooth)"),
     arg("--store", metavar="LOCATION", help=STORE_HELP),
     arg("--plot-dir", metavar="DIR", help="PNG plots here (default: <store dir>/plots)"),
     epilog=(
@@ -80,8 +79,15 @@ def _supercell(text: str) -> list[int]:
         "or MTK NPT), discards the equilibration, and fits D (cm2/s), the Nernst-Einstein\n"
         "conductivity (mS/cm) and the Arrhenius activation energy (eV), extrapolating σ to\n"
         "300 K. With --no-finetune (no training data) the MD runs with --model as it is.\n"
-        "Results go to the job store (`gptff results --kind jobs`); the checkpoint and\n"
-        "trajectories to its data store. Exit codes: 0 done; 1 bad input or a job failed."
+        "Smooth (C² envelopes): on when fine-tuning (training and MD), off with --no-finetune\n"
+        "(the published network exactly; a checkpoint path keeps its own setting); --smooth or\n"
+        "--no-smooth decide instead. A temperature whose mean T misses its target by more\n"
+        "than 5 % + 3 canonical standard deviations of the mean is flagged\n"
+        "temperature_not_reached and left out of the Arrhenius fit.\n"
+        "Results go to the job store (`gptff results --kind finetune-md`); the checkpoint and\n"
+        "trajectories to its data store (a failed MD keeps its trajectory so far there).\n"
+        "Exit codes: 0 done, nothing flagged; 1 bad input (before any work); 3 done but a\n"
+        "temperature or the Arrhenius fit is flagged; 4 a job failed (the cause is printed)."
     ),
 )
 def cmd_finetune_md(args: argparse.Namespace) -> int:
@@ -89,22 +95,21 @@ def cmd_finetune_md(args: argparse.Namespace) -> int:
         raise GPTFFInputError("give --train FILE... to fine-tune, or --no-finetune")
     if args.valid and args.no_finetune:
         raise GPTFFInputError("--valid needs --train (it validates the fine-tuning)")
+    if args.smooth and args.no_smooth:
+        raise GPTFFInputError("choose one of --smooth and --no-smooth")
     temperatures = _temperatures(args.temperatures)
     supercell = _supercell(args.supercell)
     structures = list(read_structures(args.structure, "-1"))
     if not structures:
         raise GPTFFInputError(f"{args.structure}: no structure found")
-    from gptff_flows.cli import open_store
-
-    store = open_store(args.store)
+    atoms = structures[0][1]
+    _require_cell(args.structure, atoms)
+    if args.plot_dir is not None:
+        check_output_dir(args.plot_dir, "--plot-dir")
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from gptff_flows.flows.finetune_md import FineTuneMDMaker
-    from gptff_flows.run import run_flow
-    from gptff_flows.stores import describe_store, store_dir
 
-    home = store_dir(store)
-    plot_dir = args.plot_dir or (str(home / "plots") if home is not None else None)
     maker = FineTuneMDMaker(
         species=args.species,
         temperatures=temperatures,
@@ -122,70 +127,89 @@ def cmd_finetune_md(args: argparse.Namespace) -> int:
         recipe={"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed},
         file_format=args.fmt,
         dtype=args.dtype,
-        smooth=False if args.no_smooth else True,
+        smooth=True if args.smooth else (False if args.no_smooth else None),
         device=args.device,
-        plot_dir=plot_dir,
+        plot_dir=args.plot_dir,
     )
-    structure = AseAtomsAdaptor.get_structure(structures[0][1])
-    flow = maker.make(structure, train_files=args.train, valid_files=args.valid)
+    structure = AseAtomsAdaptor.get_structure(atoms)
+    data = dict(train_files=args.train, valid_files=args.valid)
+    flow = maker.make(structure, **data)  # every setting checked, nothing run yet
+    store, flow = _store_and_plots(args, maker, structure, data, flow)
     if not args.json:
-        what = (
-            f"{args.model} as published, NOT fine-tuned (--no-finetune)"
-            if args.no_finetune
-            else f"fine-tuning {args.model} on {len(args.train)} file(s), then"
-        )
-        print(
-            f"{what} "
-            f"{args.ensemble.upper()} MD of {structure.composition.reduced_formula} "
-            f"({len(structure) * supercell[0] * supercell[1] * supercell[2]} atoms) at "
-            f"{', '.join(f'{t:g}' for t in temperatures)} K",
-            file=sys.stderr,
-        )
-    failures = _JobFailures()
-    jobflow_logger = logging.getLogger("jobflow.managers.local")
-    jobflow_logger.addHandler(failures)
-    level = jobflow_logger.level
-    jobflow_logger.setLevel(min(level or logging.INFO, logging.INFO))
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, module="jobflow")
-            responses = run_flow(flow, store)
-    except RuntimeError as exc:
-        print(f"gptff: error: the flow failed: {exc}", file=sys.stderr)
-        for message in failures.messages:
-            print(message, file=sys.stderr)
-        return 1
-    finally:
-        jobflow_logger.removeHandler(failures)
-        jobflow_logger.setLevel(level)
+        print(_announce(args, maker, structure, supercell, temperatures), file=sys.stderr)
+    from gptff_flows.run import run_flow
+    from gptff_flows.stores import describe_store
+
+    with warnings.catch_warnings():  # jobflow's own FutureWarnings are not the user's
+        warnings.filterwarnings("ignore", category=FutureWarning, module="jobflow")
+        responses = run_flow(flow, store)  # a failed job: ComputationError naming the cause
     doc = responses[flow.output.uuid][1].output
     summary = doc.model_dump(mode="json", exclude={"structure"})
     summary["uuid"] = flow.output.uuid
     if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    print(_report(doc))
-    print(f"stored in {describe_store(store)} (summary job {flow.output.uuid})")
-    return 0
+        dump_json(summary)
+    else:
+        print(_report(doc))
+        print(f"stored in {describe_store(store)} (summary job {flow.output.uuid})")
+    return ExitCode.FLAGGED if doc.flags else ExitCode.OK
 
 
-class _JobFailures(logging.Handler):
-    """Keeps jobflow's "<job> failed with exception" log records (it logs them at INFO)."""
+def _require_cell(path: str, atoms) -> None:
+    """Refuse a structure without a 3D periodic cell (a molecule) before any work."""
+    if not atoms.pbc.all() or atoms.cell.rank < 3:
+        raise GPTFFInputError(
+            f"{path}: {atoms.get_chemical_formula()} has no 3D periodic cell (a molecule?); "
+            "finetune-md simulates a crystal: give a structure with a cell (CIF, POSCAR, extxyz "
+            "with a Lattice)"
+        )
 
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "failed with exception" in message:
-            self.messages.append(message)
+def _store_and_plots(args, maker, structure, data: dict, flow):
+    """Open (and check) the store, then settle the plot directory (default ``<store>/plots``),
+    checked writable; the flow again if the plot directory changed. Before any work."""
+    from gptff_flows.cli import open_store
+    from gptff_flows.stores import store_dir
+
+    store = open_store(args.store)
+    if args.plot_dir is None and (home := store_dir(store)) is not None:
+        maker.plot_dir = str(check_output_dir(home / "plots", "plot directory").resolve())
+        flow = maker.make(structure, **data)
+    return store, flow
+
+
+def _announce(args, maker, structure, supercell, temperatures) -> str:
+    """What is about to run: the network (fine-tuned or as it is) and its smooth setting."""
+    smooth = maker.resolved_smooth()
+    envelopes = (
+        "with C² smooth envelopes (energies differ from the published network's by up to "
+        "177 meV/atom)"
+        if smooth
+        else "without smooth envelopes"
+    )
+    if args.no_finetune:
+        from gptff_core.pretrained import PRETRAINED_MODELS
+
+        published = args.model.strip().lower() in PRETRAINED_MODELS and not smooth
+        what = (
+            f"{args.model} {'as published' if published else 'as it is'}, NOT fine-tuned "
+            f"(--no-finetune), {envelopes}:"
+        )
+    else:
+        what = f"fine-tuning {args.model} on {len(args.train)} file(s) {envelopes}, then"
+    n_atoms = len(structure) * supercell[0] * supercell[1] * supercell[2]
+    return (
+        f"{what} {args.ensemble.upper()} MD of {structure.composition.reduced_formula} "
+        f"({n_atoms} atoms) at {', '.join(f'{t:g}' for t in temperatures)} K"
+    )
 
 
 def _report(doc) -> str:
+    """The human summary: fine-tuning metrics, the network and its smooth setting, the table."""
     ft = doc.finetune
+    smooth = f"smooth {'on' if doc.gptff.smooth else 'off'}"
     if ft is None:
-        return f"not fine-tuned: MD with {doc.gptff.model_name} as it is\n" + _md_report(doc)
+        header = f"not fine-tuned: MD with {doc.gptff.model_name} as it is, {smooth}"
+        return header + "\n" + _md_report(doc)
     lines = [
         f"fine-tuning ({ft['n_train']} train / {ft['n_valid']} valid frames), validation MAE "
         "before -> after:",
@@ -198,16 +222,16 @@ def _report(doc) -> str:
         if ft["before"].get(key) is not None:
             lines.append(f"  {name:<18} {ft['before'][key]:10.3f} -> {ft['after'][key]:10.3f}")
     lines.append(f"checkpoint sha256 {ft['checkpoint_sha256'][:16]}… (in the store's data store)")
+    lines.append(f"MD with the fine-tuned network, {smooth}")
     return "\n".join(lines) + "\n" + _md_report(doc)
 
 
 def _md_report(doc) -> str:
     """Per-temperature table, Arrhenius fit and plot paths (T K, D cm²/s, σ mS/cm, Ea eV)."""
-    lines = []
-    lines.append(
-        f"{'T (K)':>7} {'<T> (K)':>8} {'<P> (GPa)':>9} {'drift (eV/atom/ps)':>18} "
-        f"{'D (cm²/s)':>20} {'σ (mS/cm)':>18}  flags"
-    )
+    lines = [
+        f"{'T (K)':>7} {'<T> (K)':>8} {'±tol (K)':>8} {'<P> (GPa)':>9} "
+        f"{'drift (eV/atom/ps)':>18} {'D (cm²/s)':>20} {'σ (mS/cm)':>18}  flags"
+    ]
     for row in doc.temperatures:
         d = "-" if row.diffusivity is None else f"{row.diffusivity:.2e}±{row.diffusivity_error:.1e}"
         s = (
@@ -216,10 +240,16 @@ def _md_report(doc) -> str:
             else f"{row.conductivity:.3g}±{row.conductivity_error:.2g}"
         )
         drift = "-" if row.conserved_drift is None else f"{row.conserved_drift:.2e}"
+        tol = "-" if row.temperature_tolerance is None else f"{row.temperature_tolerance:.0f}"
         lines.append(
-            f"{row.temperature:7.0f} {row.mean_temperature:8.0f} {row.mean_pressure:9.2f} "
+            f"{row.temperature:7.0f} {row.mean_temperature:8.0f} {tol:>8} {row.mean_pressure:9.2f} "
             f"{drift:>18} {d:>20} {s:>18}  {','.join(row.flags) or '-'}"
         )
+    for row in doc.temperatures:
+        if row.temperature_reason:
+            lines.append(
+                f"temperature_not_reached at {row.temperature:g} K: {row.temperature_reason}"
+            )
     fit = doc.arrhenius
     if fit.activation_energy is not None:
         error = (
@@ -227,8 +257,12 @@ def _md_report(doc) -> str:
         )
         lines.append(f"Ea = {fit.activation_energy:.3f}{error} eV over {fit.temperatures} K")
         lines.append(f"σ(300 K) ≈ {fit.conductivity_300K:.3g} mS/cm (extrapolated)")
+        if fit.reason:
+            lines.append(fit.reason)
     else:
-        lines.append(f"no Arrhenius fit: {', '.join(fit.flags)}")
+        lines.append(f"no Arrhenius fit ({', '.join(fit.flags)}): {fit.reason or '-'}")
+    if doc.flags:
+        lines.append(f"FLAGGED ({', '.join(doc.flags)}): see the flags above before using these")
     for kind, path in doc.plots.items():
         lines.append(f"{kind} plot: {path}")
     return "\n".join(lines)

@@ -5,9 +5,12 @@
   conductivity, and flags when the run is not diffusive or too short to trust. The MSD, D and
   σ come from pymatgen's :class:`~pymatgen.analysis.diffusion.analyzer.DiffusionAnalyzer`
   (framework drift removed, all time origins averaged, ``smoothed="max"``).
-* :func:`fit_arrhenius_temperatures` — Arrhenius fit ``D = D0 exp(−Ea/kT)`` over temperatures
-  (pymatgen's ``fit_arrhenius``): Ea in eV with its standard error, and the conductivity
-  extrapolated to 300 K (pymatgen's ``get_extrapolated_conductivity``).
+* :func:`check_temperature` — whether the production run's mean temperature reached its
+  target within a stated tolerance (flag ``temperature_not_reached`` otherwise).
+* :func:`fit_arrhenius_temperatures` — Arrhenius fit ``D = D0 exp(−Ea/kT)`` over the usable
+  temperatures (pymatgen's ``fit_arrhenius``): Ea in eV with its standard error, and the
+  conductivity extrapolated to 300 K (pymatgen's ``get_extrapolated_conductivity``); flagged
+  temperatures (:data:`EXCLUDING_FLAGS`) are left out, and fewer than two usable give no Ea.
 * :func:`plot_msd`, :func:`plot_arrhenius` — PNG files.
 
 Units: positions Å, time fs, temperature K, D cm²/s (pymatgen's unit; 1 cm²/s = 10 Å²/fs),
@@ -62,6 +65,15 @@ MIN_LAG_WINDOW_FS = 1000.0
 """fs; pymatgen fits lags from 1 ps (past the ballistic regime) to 1/``n_blocks`` of the run here:
 a window narrower than this flags ``too_short`` (production < ``n_blocks`` × 2 ps)."""
 ROOM_TEMPERATURE_K = 300.0
+TEMPERATURE_RELATIVE_TOLERANCE = 0.05
+"""Fraction of the target by which the production mean temperature may miss it beyond its
+statistical uncertainty (thermostat lag, slow drift). At Eₐ/kT ≈ 6 (0.3 eV at 600 K) a 5 % error
+in T changes D by a factor exp(0.3) ≈ 1.35, about D's own statistical error on a 10–50 ps run."""
+TEMPERATURE_SIGMAS = 3.0
+"""Multiples of the expected canonical standard deviation of the mean temperature added to the
+relative tolerance (3σ: a correctly thermostatted run is flagged by chance in 0.3 % of runs)."""
+EXCLUDING_FLAGS = frozenset({"not_diffusive", "framework_mobile", "temperature_not_reached"})
+"""Per-temperature flags that leave a temperature out of the Arrhenius fit."""
 
 FLAG_HELP = {
     "not_diffusive": f"MSD below {MIN_MSD_A2} Å² or log-log slope below {MIN_MSD_EXPONENT}: "
@@ -72,6 +84,10 @@ FLAG_HELP = {
     "large_error": f"D's relative error above {MAX_RELATIVE_ERROR}",
     "framework_mobile": f"a framework atom moved more than {MAX_FRAMEWORK_DISPLACEMENT_A} Å "
     "(melting or decomposition?); excluded from the Arrhenius fit",
+    "temperature_not_reached": "the mean kinetic temperature of the production run misses the "
+    f"target by more than {100 * TEMPERATURE_RELATIVE_TOLERANCE:g} % plus "
+    f"{TEMPERATURE_SIGMAS:g}× its expected canonical standard deviation (see "
+    "check_temperature); D belongs to another temperature: excluded from the Arrhenius fit",
 }
 """What each per-temperature flag means."""
 
@@ -115,8 +131,9 @@ class DiffusionResult(BaseModel):
 
     @property
     def fit_worthy(self) -> bool:
-        """Diffusive in an intact framework: used by the Arrhenius fit."""
-        return self.diffusive and "framework_mobile" not in self.flags
+        """Diffusive in an intact framework at the target temperature: used by the Arrhenius
+        fit (no flag of :data:`EXCLUDING_FLAGS`)."""
+        return self.diffusivity > 0 and not EXCLUDING_FLAGS & set(self.flags)
 
 
 class ArrheniusFit(BaseModel):
@@ -125,7 +142,8 @@ class ArrheniusFit(BaseModel):
     species: str = Field(description="mobile species")
     temperatures: list[float] = Field(description="K, temperatures used in the fit")
     excluded_temperatures: list[float] = Field(
-        default_factory=list, description="K, left out (not diffusive, or framework mobile)"
+        default_factory=list,
+        description="K, left out (not diffusive, framework mobile, or temperature not reached)",
     )
     diffusivities: list[float] = Field(description="cm²/s, D at the fitted temperatures")
     activation_energy: float | None = Field(None, description="eV, Ea")
@@ -139,6 +157,76 @@ class ArrheniusFit(BaseModel):
     )
     diffusivity_300K: float | None = Field(None, description="cm²/s, extrapolated to 300 K")
     flags: list[str] = Field(default_factory=list, description="why a quantity is missing")
+    reason: str | None = Field(
+        None, description="which temperatures were left out and why; why there is no Ea"
+    )
+
+
+class TemperatureCheck(BaseModel):
+    """Whether an MD run reached its target temperature (production part only)."""
+
+    target: float = Field(description="K, thermostat target (or nominal NVE temperature)")
+    mean: float = Field(description="K, mean kinetic temperature of the production frames")
+    expected_std_of_mean: float = Field(
+        description="K, canonical standard deviation of that mean: T·sqrt(2/(3N−3)) / sqrt(n_eff)"
+    )
+    n_effective: float = Field(
+        description="independent samples of T: production time / (2 × correlation time), ≥ 1"
+    )
+    tolerance: float = Field(
+        description="K, allowed |mean − target|: "
+        f"{TEMPERATURE_RELATIVE_TOLERANCE:g}·target + {TEMPERATURE_SIGMAS:g}·expected_std_of_mean"
+    )
+    reached: bool = Field(description="|mean − target| ≤ tolerance")
+    reason: str | None = Field(None, description="why the temperature is flagged (None: reached)")
+
+
+def check_temperature(
+    target: float,
+    temperatures: Sequence[float] | np.ndarray,
+    n_atoms: int,
+    duration_fs: float,
+    correlation_fs: float,
+) -> TemperatureCheck:
+    """Compare the mean of ``temperatures`` (K, production frames) with ``target`` (K).
+
+    Tolerance (K) = ``TEMPERATURE_RELATIVE_TOLERANCE``·target + ``TEMPERATURE_SIGMAS``·σ_mean. In
+    the canonical ensemble the kinetic temperature of ``n_atoms`` atoms with the total momentum
+    fixed (3N − 3 degrees of freedom) fluctuates with σ = T·sqrt(2/(3N − 3)); it stays correlated
+    over about the thermostat time ``correlation_fs`` (fs), so a run of ``duration_fs`` (fs) holds
+    n_eff = max(1, duration / (2·correlation)) independent samples and σ_mean = σ/sqrt(n_eff).
+    Small cells and short runs thus get a wide tolerance; a thermostat that did not hold the
+    target (the mean missing it by more) is flagged.
+
+    Raises:
+        GPTFFInputError: no temperatures, a non-positive target or a non-finite temperature.
+    """
+    values = np.asarray(temperatures, dtype=float)
+    if values.size == 0 or not np.isfinite(values).all():
+        raise GPTFFInputError("check_temperature needs finite temperatures (K) of ≥ 1 frame")
+    if not target > 0:
+        raise GPTFFInputError(f"target temperature must be > 0 K, got {target}")
+    mean = float(values.mean())
+    dof = max(3 * int(n_atoms) - 3, 1)
+    n_effective = max(1.0, float(duration_fs) / (2.0 * float(correlation_fs)))
+    std_of_mean = target * math.sqrt(2.0 / dof) / math.sqrt(n_effective)
+    tolerance = TEMPERATURE_RELATIVE_TOLERANCE * target + TEMPERATURE_SIGMAS * std_of_mean
+    reached = abs(mean - target) <= tolerance
+    reason = None
+    if not reached:
+        reason = (
+            f"mean T {mean:.0f} K misses the {target:g} K target by {abs(mean - target):.0f} K "
+            f"(tolerance ±{tolerance:.0f} K)"
+        )
+    return TemperatureCheck(
+        target=float(target),
+        mean=mean,
+        expected_std_of_mean=std_of_mean,
+        n_effective=n_effective,
+        tolerance=tolerance,
+        reached=reached,
+        reason=reason,
+    )
 
 
 def valence_charge(species: str) -> float:
@@ -369,25 +457,38 @@ def fit_arrhenius_temperatures(
     structure: Structure,
     extrapolate_to: float = ROOM_TEMPERATURE_K,
 ) -> ArrheniusFit:
-    """Arrhenius fit of the diffusive temperatures of ``results`` whose framework stayed intact
-    (pymatgen, ln D vs 1/T).
+    """Arrhenius fit of the usable temperatures of ``results`` (pymatgen, ln D vs 1/T): those
+    with D > 0 and no flag of :data:`EXCLUDING_FLAGS` (diffusive, framework intact, target
+    temperature reached).
 
-    Ea needs two diffusive temperatures, its error three. σ at ``extrapolate_to`` (K) is
-    pymatgen's extrapolated conductivity for ``structure`` (the analysed cell).
+    Ea needs two usable temperatures (else flag ``fewer_than_two_usable_temperatures`` and no
+    Ea), its error three. ``reason`` names the temperatures left out and their flags. σ at
+    ``extrapolate_to`` (K) is pymatgen's extrapolated conductivity for ``structure`` (the
+    analysed cell).
     """
     if not results:
         raise GPTFFInputError("no temperatures to fit")
     species = results[0].species
     used = [r for r in results if r.fit_worthy]
-    excluded = [r.temperature for r in results if not r.fit_worthy]
+    left_out = [r for r in results if not r.fit_worthy]
     fit = ArrheniusFit(
         species=species,
         temperatures=[r.temperature for r in used],
-        excluded_temperatures=excluded,
+        excluded_temperatures=[r.temperature for r in left_out],
         diffusivities=[r.diffusivity for r in used],
     )
+    reasons = [
+        f"{r.temperature:g} K ({', '.join(sorted(EXCLUDING_FLAGS & set(r.flags))) or 'D ≤ 0'})"
+        for r in left_out
+    ]
+    if reasons:
+        fit.reason = "left out of the fit: " + "; ".join(reasons)
     if len({r.temperature for r in used}) < 2:
-        fit.flags.append("fewer_than_two_diffusive_temperatures")
+        fit.flags.append("fewer_than_two_usable_temperatures")
+        fit.reason = (
+            f"no Ea: {len({r.temperature for r in used})} usable temperature(s), 2 needed"
+            + (f"; {fit.reason}" if fit.reason else "")
+        )
         return fit
     temps = np.array(fit.temperatures)
     values = np.array(fit.diffusivities)
@@ -414,21 +515,19 @@ def fit_arrhenius_temperatures(
     return fit
 
 
-def _pyplot():
-    import matplotlib
+def _figure(size: tuple[float, float], dpi: int = 120):
+    """A matplotlib Figure and its axes, outside pyplot (the user's backend stays as it is)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=size, dpi=dpi)
+    return figure, figure.subplots()
 
 
 def plot_msd(results: Sequence[DiffusionResult], path: str | Path) -> Path:
     """PNG of the MSD (Å²) vs time (ps) of every temperature."""
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(5, 4), dpi=120)
+    figure, axes = _figure((5, 4))
     for result in results:
         time_ps = np.asarray(result.msd_time_fs) * units.fs / (1000 * units.fs)
         label = f"{result.temperature:.0f} K"
@@ -440,26 +539,24 @@ def plot_msd(results: Sequence[DiffusionResult], path: str | Path) -> Path:
     axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
     return path
 
 
 def plot_arrhenius(fit: ArrheniusFit, results: Sequence[DiffusionResult], path: str | Path) -> Path:
     """PNG of log10 D (cm²/s) vs 1000/T (K⁻¹) with error bars and the fitted line."""
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(5, 4), dpi=120)
-    for diffusive in (True, False):
-        chosen = [r for r in results if r.diffusive == diffusive and r.diffusivity > 0]
+    figure, axes = _figure((5, 4))
+    for used in (True, False):
+        chosen = [r for r in results if r.fit_worthy == used and r.diffusivity > 0]
         if chosen:
             axes.errorbar(
                 [1000.0 / r.temperature for r in chosen],
                 [r.diffusivity for r in chosen],
                 yerr=[min(r.diffusivity_error, 0.99 * r.diffusivity) for r in chosen],
-                fmt="o" if diffusive else "x",
-                color="k" if diffusive else "0.6",
-                label="diffusive" if diffusive else "not diffusive (excluded)",
+                fmt="o" if used else "x",
+                color="k" if used else "0.6",
+                label="fitted" if used else "flagged (excluded)",
             )
     if fit.activation_energy is not None:
         inverse = np.linspace(1000.0 / max(fit.temperatures), 1000.0 / ROOM_TEMPERATURE_K, 50)
@@ -475,5 +572,4 @@ def plot_arrhenius(fit: ArrheniusFit, results: Sequence[DiffusionResult], path: 
     axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
     return path

@@ -8,7 +8,9 @@
   (:class:`~gptff_flows.jobs.GPTFFMDMaker`, ASE integrators); frames, energies and the
   thermostat's conserved energy are recorded every ``traj_interval`` steps; the trajectory goes
   to the ``"data"`` store and the diffusion analysis of the production part to the document.
-* :func:`summary_job` — Arrhenius fit, σ(300 K), plots, the summary document.
+* :func:`summary_job` — Arrhenius fit over the usable temperatures (a temperature whose mean T
+  missed its target is flagged ``temperature_not_reached`` by the MD job and left out), σ(300 K),
+  plots, the summary document and its verdict flags.
 
 Units: time step fs, temperature K, pressure GPa (converted to atomate2's kbar with ase.units),
 energies eV, D cm²/s, σ mS/cm.
@@ -29,13 +31,14 @@ from ase.md.md import MolecularDynamics
 from ase.md.nose_hoover_chain import MTKNPT, NoseHooverChainNVT
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
-from jobflow import CURRENT_JOB, job
+from jobflow import CURRENT_JOB, JobConfig, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import GPTFFInputError
 from gptff_flows.diffusion import (
     analyze_diffusion,
+    check_temperature,
     fit_arrhenius_temperatures,
     plot_arrhenius,
     plot_msd,
@@ -47,6 +50,7 @@ from gptff_flows.finetune_md_schemas import (
     MDTemperatureDocument,
     TemperatureRow,
     pack_trajectory,
+    verdict_flags,
 )
 from gptff_flows.schemas import GPTFFProvenance
 
@@ -145,7 +149,7 @@ def _collect_frames(train_files, train_documents, train_query, file_format):
     return frames, sources
 
 
-@job(data=["checkpoint"])
+@job(data=["checkpoint"], config=JobConfig(expose_store=True))
 def finetune_job(
     train_files: list[str] | None = None,
     train_documents: list | None = None,
@@ -161,6 +165,9 @@ def finetune_job(
     seed: int = 0,
 ) -> FineTuneDocument:
     """Fine-tune ``base_model``; the checkpoint travels in the job store's "data" store.
+
+    ``smooth``: train (and record) with the C² envelopes (True), without (False), or with the
+    base model's setting (None); the flow passes the value its MD uses.
 
     Training runs in a scratch directory that is deleted when the job ends: later jobs can only
     get the network from the store.
@@ -182,7 +189,9 @@ def finetune_job(
         )
         result = trainer.fit(train, valid, scratch)
         blob = CheckpointBlob.from_file(result.best_checkpoint)
-        calculator = GPTFFCalculator(model=str(result.best_checkpoint), dtype=dtype, device=device)
+        calculator = GPTFFCalculator(
+            model=str(result.best_checkpoint), dtype=dtype, smooth=smooth, device=device
+        )
         provenance = GPTFFProvenance.from_calculator(calculator, "finetune", base_model)
     logger.info("fine-tuned %s: checkpoint sha256 %s", base_model, blob.sha256)
     return FineTuneDocument(
@@ -283,50 +292,29 @@ def _drift(time_fs: np.ndarray, conserved: np.ndarray, n_atoms: int):
     return float(slope), float(np.abs(per_atom).max())
 
 
-@job(data=["trajectory"])
-def md_job(
-    checkpoint: CheckpointBlob | dict | None,
-    structure: Structure,
-    temperature: float,
-    settings: dict,
-    model: str | None = None,
-) -> MDTemperatureDocument:
-    """MD at ``temperature`` (K) with the checkpoint from the store, then diffusion analysis.
-
-    ``checkpoint`` None: the MD runs with ``model`` (registry name or path) as it is.
-
-    ``settings`` (from :class:`~gptff_flows.flows.finetune_md.FineTuneMDMaker`): ``ensemble``,
-    ``time_step`` fs, ``n_steps``, ``equilibration_steps``, ``traj_interval``, ``supercell``,
-    ``pressure`` GPa, ``tdamp``/``pdamp`` fs, ``seed``, ``species``, ``charge``, ``dtype``,
-    ``smooth``, ``device``, ``skin`` Å, ``n_blocks``.
-    """
-    from gptff_flows.jobs import GPTFFMDMaker
-
+def _network(checkpoint, model: str | None) -> tuple[str, str]:
+    """(checkpoint path or model name to load, provenance label): the fine-tuned checkpoint
+    written from the store blob into the job's directory (sha256 checked), or ``model``."""
     if checkpoint is None:
         if model is None:
             raise GPTFFInputError("md_job needs a fine-tuned checkpoint or a model")
-        network, source = str(model), str(model)
-    else:
-        blob = CheckpointBlob.model_validate(checkpoint)
-        network, source = str(blob.write(Path.cwd())), f"finetuned:{blob.sha256}"
+        return str(model), str(model)
+    blob = CheckpointBlob.model_validate(checkpoint)
+    return str(blob.write(Path.cwd())), f"finetuned:{blob.sha256}"
+
+
+def _md_maker(network: str, dynamics: type, temperature: float, settings: dict):
+    """The atomate2 MD Maker (GPTFF) that runs ``dynamics`` at ``temperature`` (K)."""
+    from gptff_flows.jobs import GPTFFMDMaker
+
     ensemble = settings["ensemble"]
-    cell = structure.copy()
-    cell.make_supercell(settings["supercell"])
-    atoms = AseAtomsAdaptor.get_atoms(cell)
-    thermalize_momenta(
-        atoms, temperature_K=temperature, rng=np.random.default_rng(settings["seed"])
-    )
-    Stationary(atoms)
-    cell.add_site_property("velocities", atoms.get_velocities().tolist())
-    interval = settings["traj_interval"]
-    total_steps = settings["equilibration_steps"] + settings["n_steps"]
-    dynamics = recording_dynamics(DYNAMICS[ensemble], interval, total_steps)
     md_kwargs = {}
     if ensemble != "nve":
         md_kwargs["tdamp"] = settings["tdamp"] * units.fs
     if ensemble == "npt":
         md_kwargs["pdamp"] = settings["pdamp"] * units.fs
-    maker = GPTFFMDMaker(
+    total_steps = settings["equilibration_steps"] + settings["n_steps"]
+    return GPTFFMDMaker(
         model=network,
         dtype=settings["dtype"],
         smooth=settings["smooth"],
@@ -341,55 +329,118 @@ def md_job(
         ase_md_kwargs=md_kwargs,
         traj_interval=total_steps,  # the recorder keeps the frames; atomate2's observer idles
     )
-    logger.info(
-        "%s MD at %g K: %d steps of %g fs",
-        ensemble.upper(),
-        temperature,
-        total_steps,
-        settings["time_step"],
+
+
+def _record_arrays(records: list[tuple], time_step: float) -> dict[str, np.ndarray]:
+    """The recorder's frames as arrays: ``steps``, ``time_fs`` (fs), ``positions`` (Å),
+    ``cells`` (Å), ``potential_energy``, ``kinetic_energy``, ``conserved_energy`` (eV),
+    ``temperature`` (K), ``pressure`` (GPa)."""
+    steps = np.array([r[0] for r in records], dtype=int)
+    n = len(records)
+    series = np.array([r[3:] for r in records], dtype=float).reshape(n, 5).T
+    names = ("potential_energy", "kinetic_energy", "conserved_energy", "temperature", "pressure")
+    return dict(
+        steps=steps,
+        time_fs=steps * time_step,
+        positions=np.array([r[1] for r in records], dtype=float).reshape(n, -1, 3),
+        cells=np.array([r[2] for r in records], dtype=float).reshape(n, 3, 3),
+        **dict(zip(names, series, strict=True)),
     )
+
+
+@job(data=["trajectory"], config=JobConfig(expose_store=True))
+def md_job(
+    checkpoint: CheckpointBlob | dict | None,
+    structure: Structure,
+    temperature: float,
+    settings: dict,
+    model: str | None = None,
+) -> MDTemperatureDocument:
+    """MD at ``temperature`` (K) with the checkpoint from the store, then diffusion analysis.
+
+    ``checkpoint`` None: the MD runs with ``model`` (registry name or path) as it is.
+
+    ``settings`` (from :class:`~gptff_flows.flows.finetune_md.FineTuneMDMaker`): ``ensemble``,
+    ``time_step`` fs, ``n_steps``, ``equilibration_steps``, ``traj_interval``, ``supercell``,
+    ``pressure`` GPa, ``tdamp``/``pdamp`` fs, ``seed``, ``species``, ``charge``, ``dtype``,
+    ``smooth`` (True/False, as resolved by the Maker), ``device``, ``skin`` Å, ``n_blocks``.
+
+    A run that fails part-way stores its frames so far and the cause (see
+    :class:`~gptff_flows.jobs.MDFailureDocument`) and raises
+    :class:`~gptff_core.errors.ComputationError` naming the cause.
+    """
+    network, source = _network(checkpoint, model)
+    ensemble = settings["ensemble"]
+    cell = structure.copy()
+    cell.make_supercell(settings["supercell"])
+    atoms = AseAtomsAdaptor.get_atoms(cell)
+    thermalize_momenta(
+        atoms, temperature_K=temperature, rng=np.random.default_rng(settings["seed"])
+    )
+    Stationary(atoms)
+    cell.add_site_property("velocities", atoms.get_velocities().tolist())
+    total_steps = settings["equilibration_steps"] + settings["n_steps"]
+    dynamics = recording_dynamics(DYNAMICS[ensemble], settings["traj_interval"], total_steps)
+    maker = _md_maker(network, dynamics, temperature, settings)
+    logger.info(
+        "%s MD at %g K: %d steps of %g fs", ensemble.upper(), temperature, total_steps,
+        settings["time_step"],
+    )  # fmt: skip
     start = time.perf_counter()
-    maker.run_ase(cell)
+    try:
+        maker.run_ase(cell)
+    except Exception as error:
+        runner = getattr(maker, "_md_runner", None)
+        if runner is None:
+            raise
+        arrays = _record_arrays(runner.records, settings["time_step"])
+        raise maker.md_failure(cell, error, arrays) from error
     elapsed = time.perf_counter() - start
-    runner = dynamics.instances[-1]
-    records = runner.records
-    steps = np.array([r[0] for r in records])
-    positions = np.array([r[1] for r in records])
-    cells = np.array([r[2] for r in records])
-    series = np.array([r[3:] for r in records], dtype=float)
-    potential, kinetic, conserved, temps, pressures = series.T
-    time_fs = steps * settings["time_step"]
-    production = steps >= settings["equilibration_steps"]
+    arrays = _record_arrays(dynamics.instances[-1].records, settings["time_step"])
+    provenance = GPTFFProvenance.from_calculator(maker.calculator, "md", source)
+    return _temperature_document(cell, temperature, settings, arrays, elapsed, provenance)
+
+
+def _temperature_document(
+    cell: Structure,
+    temperature: float,
+    settings: dict,
+    arrays: dict[str, np.ndarray],
+    elapsed: float,
+    provenance: GPTFFProvenance,
+) -> MDTemperatureDocument:
+    """Analyse the production frames of ``arrays`` (:func:`_record_arrays`): mean T checked
+    against ``temperature`` (K), drift, diffusion; the document with the packed trajectory."""
+    ensemble = settings["ensemble"]
+    production = arrays["steps"] >= settings["equilibration_steps"]
     n_atoms = len(cell)
-    drift, deviation = _drift(time_fs[production], conserved[production], n_atoms)
-    volumes = np.abs(np.linalg.det(cells[production]))
-    frac = np.einsum("fai,fij->faj", positions[production], np.linalg.inv(cells[production]))
+    time_fs, temps = arrays["time_fs"][production], arrays["temperature"][production]
+    drift, deviation = _drift(time_fs, arrays["conserved_energy"][production], n_atoms)
+    cells = arrays["cells"][production]
+    check = check_temperature(
+        temperature, temps, n_atoms, float(np.ptp(time_fs)), correlation_fs=settings["tdamp"]
+    )
+    flags = [] if check.reached else ["temperature_not_reached"]
     diffusion = None
     if production.sum() >= 3:
+        frac = np.einsum("fai,fij->faj", arrays["positions"][production], np.linalg.inv(cells))
         diffusion = analyze_diffusion(
             cell,
             frac,
             settings["species"],
             temperature,
-            settings["time_step"] * interval,
-            lattices=cells[production],
+            settings["time_step"] * settings["traj_interval"],
+            lattices=cells,
             charge=settings["charge"],
             n_blocks=settings["n_blocks"],
         )
-    calculator = maker.calculator
-    provenance = GPTFFProvenance.from_calculator(calculator, "md", source)
-    trajectory = pack_trajectory(
-        positions=positions.astype(np.float32),
-        cells=cells,
-        numbers=np.asarray(atoms.numbers),
-        steps=steps,
-        time_fs=time_fs,
-        potential_energy=potential,
-        kinetic_energy=kinetic,
-        conserved_energy=conserved,
-        temperature=temps,
-        pressure=pressures,
-    )
+        diffusion.flags += flags  # the Arrhenius fit leaves such temperatures out
+        flags = list(diffusion.flags)
+    else:
+        flags.append("no_production_frames")
+    trajectory = {key: value for key, value in arrays.items() if key != "positions"}
+    trajectory["positions"] = arrays["positions"].astype(np.float32)
+    trajectory["numbers"] = np.array(cell.atomic_numbers)
     return MDTemperatureDocument(
         formula_pretty=cell.composition.reduced_formula,
         chemsys=cell.composition.chemical_system,
@@ -401,27 +452,48 @@ def md_job(
         time_step=settings["time_step"],
         n_steps=settings["n_steps"],
         equilibration_steps=settings["equilibration_steps"],
-        traj_interval=interval,
+        traj_interval=settings["traj_interval"],
         supercell=[int(n) for n in settings["supercell"]],
         seed=settings["seed"],
-        mean_temperature=float(temps[production].mean()),
-        std_temperature=float(temps[production].std()),
-        mean_pressure=float(pressures[production].mean()),
-        mean_volume=float(volumes.mean()),
+        mean_temperature=check.mean,
+        std_temperature=float(temps.std()),
+        temperature_check=check,
+        mean_pressure=float(arrays["pressure"][production].mean()),
+        mean_volume=float(np.abs(np.linalg.det(cells)).mean()),
         conserved_quantity="total energy"
         if ensemble == "nve"
         else f"{DYNAMICS[ensemble].__name__} conserved energy",
         conserved_drift=drift,
         conserved_max_deviation=deviation,
         diffusion=diffusion,
+        flags=flags,
         elapsed_s=elapsed,
-        ms_per_step=1e3 * elapsed / max(total_steps, 1),
-        trajectory=trajectory,
+        ms_per_step=1e3 * elapsed / max(settings["equilibration_steps"] + settings["n_steps"], 1),
+        trajectory=pack_trajectory(**trajectory),
         gptff=provenance,
     )
 
 
 # ---------------------------------------------------------------------- summary
+
+
+def _row(doc: MDTemperatureDocument) -> TemperatureRow:
+    """The summary row of one temperature (K, GPa, eV/atom/ps, cm²/s, mS/cm) with its flags."""
+    diffusion, check = doc.diffusion, doc.temperature_check
+    flags = doc.flags or (diffusion.flags if diffusion else ["no_production_frames"])
+    return TemperatureRow(
+        temperature=doc.temperature,
+        mean_temperature=doc.mean_temperature,
+        temperature_tolerance=check.tolerance if check else None,
+        temperature_reason=check.reason if check else None,
+        mean_pressure=doc.mean_pressure,
+        conserved_drift=doc.conserved_drift,
+        diffusivity=diffusion.diffusivity if diffusion else None,
+        diffusivity_error=diffusion.diffusivity_error if diffusion else None,
+        conductivity=diffusion.conductivity if diffusion else None,
+        conductivity_error=diffusion.conductivity_error if diffusion else None,
+        flags=list(flags),
+    )
 
 
 @job
@@ -441,20 +513,7 @@ def summary_job(
         key=lambda d: d.temperature,
     )
     results = [d.diffusion for d in docs if d.diffusion is not None]
-    rows = [
-        TemperatureRow(
-            temperature=d.temperature,
-            mean_temperature=d.mean_temperature,
-            mean_pressure=d.mean_pressure,
-            conserved_drift=d.conserved_drift,
-            diffusivity=d.diffusion.diffusivity if d.diffusion else None,
-            diffusivity_error=d.diffusion.diffusivity_error if d.diffusion else None,
-            conductivity=d.diffusion.conductivity if d.diffusion else None,
-            conductivity_error=d.diffusion.conductivity_error if d.diffusion else None,
-            flags=d.diffusion.flags if d.diffusion else ["no_production_frames"],
-        )
-        for d in docs
-    ]
+    rows = [_row(d) for d in docs]
     species = inputs["species"]
     if results:
         arrhenius = fit_arrhenius_temperatures(results, structure)
@@ -462,7 +521,11 @@ def summary_job(
         from gptff_flows.diffusion import ArrheniusFit
 
         arrhenius = ArrheniusFit(
-            species=species, temperatures=[], diffusivities=[], flags=["no_diffusion_results"]
+            species=species,
+            temperatures=[],
+            diffusivities=[],
+            flags=["no_diffusion_results"],
+            reason="no Ea: no temperature has production frames to analyse",
         )
     plots = {}
     if plot_dir is not None and results:
@@ -493,6 +556,7 @@ def summary_job(
         },
         temperatures=rows,
         arrhenius=arrhenius,
+        flags=verdict_flags(rows, arrhenius),
         activation_energy=arrhenius.activation_energy,
         activation_energy_error=arrhenius.activation_energy_error,
         conductivity_300K=arrhenius.conductivity_300K,

@@ -19,14 +19,16 @@ def finetune_md_results(store: JobStore, **filters) -> list[dict]:
 
     Keys: ``formula``, ``chemsys``, ``n_atoms``, ``species``, ``activation_energy`` (eV),
     ``activation_energy_error`` (eV), ``conductivity_300K`` (mS/cm), ``temperatures`` (K, comma
-    separated), ``diffusivities`` (cm²/s, comma separated), ``flags`` (per temperature,
-    ``T:flag+flag``), ``finetuned`` (False: MD with the model as it is),
-    ``finetune_checkpoint_sha256``, the provenance, ``job_name``,
-    ``flow_name``, ``completed_at``, ``uuid``.
+    separated), ``mean_temperatures`` (K, measured over production, comma separated),
+    ``diffusivities`` (cm²/s, comma separated), ``flags`` (per temperature,
+    ``T:flag+flag``), ``verdict`` (the run's flags, comma separated; empty: nothing flagged),
+    ``reason`` (why temperatures were left out of the fit or why there is no Ea),
+    ``finetuned`` (False: MD with the model as it is), ``finetune_checkpoint_sha256``, the
+    provenance (``smooth`` among it), ``job_name``, ``flow_name``, ``completed_at``, ``uuid``.
     """
     criteria = {"output.@class": SUMMARY_DOCUMENT, **queries._criteria(**filters)}
     properties = [*queries._FORMULA, "output.species", "output.arrhenius"]
-    properties += ["output.temperatures", "output.finetune"]
+    properties += ["output.temperatures", "output.finetune", "output.flags"]
     records = []
     for doc in queries._query(store, criteria, properties):
         output = doc.get("output") or {}
@@ -39,6 +41,7 @@ def finetune_md_results(store: JobStore, **filters) -> list[dict]:
             "activation_energy_error": fit.get("activation_energy_error"),
             "conductivity_300K": fit.get("conductivity_300K"),
             "temperatures": ",".join(f"{row['temperature']:g}" for row in rows),
+            "mean_temperatures": ",".join(f"{row['mean_temperature']:.0f}" for row in rows),
             "diffusivities": ",".join(
                 "-" if row.get("diffusivity") is None else f"{row['diffusivity']:.3e}"
                 for row in rows
@@ -46,6 +49,8 @@ def finetune_md_results(store: JobStore, **filters) -> list[dict]:
             "flags": " ".join(
                 f"{row['temperature']:g}:{'+'.join(row['flags'])}" for row in rows if row["flags"]
             ),
+            "verdict": ",".join(output.get("flags") or []),
+            "reason": fit.get("reason"),
             "finetuned": output.get("finetune") is not None,
             "finetune_checkpoint_sha256": (output.get("finetune") or {}).get("checkpoint_sha256"),
         }

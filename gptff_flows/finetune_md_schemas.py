@@ -5,11 +5,13 @@
   store (never from the fine-tune job's files).
 * :class:`FineTuneDocument` — validation metrics before/after fine-tuning, data and recipe, and
   the checkpoint (a blob in the data store; its sha256 and size in the document).
-* :class:`MDTemperatureDocument` — one temperature: ensemble settings (fs, K, GPa), mean T and P,
-  drift of the conserved quantity (eV/atom/ps), the diffusion result (D cm²/s, σ mS/cm) and the
-  trajectory (a compressed blob in the data store, read with :func:`load_trajectory`).
+* :class:`MDTemperatureDocument` — one temperature: ensemble settings (fs, K, GPa), mean T (checked
+  against the target) and P, drift of the conserved quantity (eV/atom/ps), the diffusion result
+  (D cm²/s, σ mS/cm), the flags, and the trajectory (a compressed blob in the data store, read
+  with :func:`load_trajectory`).
 * :class:`FineTuneMDDocument` — the summary: per-temperature rows, the Arrhenius fit (Ea eV,
-  σ(300 K) mS/cm), plots, and the inputs needed to reproduce the run.
+  σ(300 K) mS/cm) and why temperatures were left out, the run's verdict (:func:`verdict_flags`),
+  plots, and the inputs needed to reproduce the run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
 from gptff_core.errors import GPTFFInputError
-from gptff_flows.diffusion import ArrheniusFit, DiffusionResult
+from gptff_flows.diffusion import ArrheniusFit, DiffusionResult, TemperatureCheck
 from gptff_flows.schemas import GPTFFProvenance
 
 
@@ -103,6 +105,11 @@ class MDTemperatureDocument(BaseModel):
     seed: int = Field(description="seed of the Maxwell–Boltzmann velocities")
     mean_temperature: float = Field(description="K, production mean (kinetic)")
     std_temperature: float = Field(description="K, production standard deviation")
+    temperature_check: TemperatureCheck | None = Field(
+        None,
+        description="mean T against the target and its tolerance (K), see "
+        "diffusion.check_temperature",
+    )
     mean_pressure: float = Field(description="GPa, production mean, kinetic term included")
     mean_volume: float = Field(description="Å³, production mean")
     conserved_quantity: str = Field(
@@ -115,6 +122,11 @@ class MDTemperatureDocument(BaseModel):
         None, description="eV/atom, largest deviation from its production start"
     )
     diffusion: DiffusionResult | None = Field(None, description="D (cm²/s), σ (mS/cm), flags")
+    flags: list[str] = Field(
+        default_factory=list,
+        description="verdicts on this temperature: the diffusion flags, 'temperature_not_reached', "
+        "'no_production_frames' (see diffusion.FLAG_HELP); empty: nothing to distrust",
+    )
     elapsed_s: float = Field(description="s, wall time of the MD")
     ms_per_step: float = Field(description="ms per MD step")
     trajectory: dict = Field(description="compressed frames (in the 'data' store)")
@@ -125,7 +137,13 @@ class TemperatureRow(BaseModel):
     """One temperature in the summary."""
 
     temperature: float = Field(description="K, target")
-    mean_temperature: float = Field(description="K")
+    mean_temperature: float = Field(description="K, production mean (kinetic)")
+    temperature_tolerance: float | None = Field(
+        None, description="K, allowed |mean − target| (see diffusion.check_temperature)"
+    )
+    temperature_reason: str | None = Field(
+        None, description="why 'temperature_not_reached' (None: the target was reached)"
+    )
     mean_pressure: float = Field(description="GPa")
     conserved_drift: float | None = Field(None, description="eV/atom/ps")
     diffusivity: float | None = Field(None, description="cm²/s")
@@ -149,13 +167,33 @@ class FineTuneMDDocument(BaseModel):
         "is, not fine-tuned"
     )
     temperatures: list[TemperatureRow] = Field(description="per temperature, ascending")
-    arrhenius: ArrheniusFit = Field(description="Ea (eV) ± error, σ(300 K) mS/cm")
+    arrhenius: ArrheniusFit = Field(
+        description="Ea (eV) ± error, σ(300 K) mS/cm; its 'reason' says what was left out"
+    )
+    flags: list[str] = Field(
+        default_factory=list,
+        description="verdicts of the whole run (see verdict_flags); empty: every number "
+        "trustworthy as far as the checks go",
+    )
     activation_energy: float | None = Field(None, description="eV, Ea")
     activation_energy_error: float | None = Field(None, description="eV")
     conductivity_300K: float | None = Field(None, description="mS/cm, extrapolated")
     plots: dict[str, str] = Field(default_factory=dict, description="'msd', 'arrhenius': PNG paths")
     inputs: dict = Field(description="Maker settings and data fingerprint to reproduce the run")
     gptff: GPTFFProvenance = Field(description="the network used for the MD")
+
+
+INFORMATIONAL_FIT_FLAGS = frozenset({"extrapolated"})
+"""Arrhenius flags that describe rather than warn (σ at 300 K is always an extrapolation)."""
+
+
+def verdict_flags(rows: list[TemperatureRow], arrhenius: ArrheniusFit) -> list[str]:
+    """The verdicts of a fine-tune-then-MD run: every per-temperature flag, plus the Arrhenius
+    flags other than :data:`INFORMATIONAL_FIT_FLAGS` (e.g. no Ea, or no error on Ea). Empty: no
+    number of the run carries a verdict (``gptff finetune-md`` exits 0; otherwise 3)."""
+    flags = {flag for row in rows for flag in row.flags}
+    flags |= set(arrhenius.flags) - INFORMATIONAL_FIT_FLAGS
+    return sorted(flags)
 
 
 def pack_trajectory(**arrays: np.ndarray) -> dict:

@@ -8,6 +8,12 @@ become the :class:`~gptff_core.calculator.GPTFFCalculator` arguments, and a docu
 Units are atomate2's: energies eV, forces eV/Å, ``relax_kwargs["fmax"]`` eV/Å, MD ``time_step`` fs,
 ``temperature`` K, ``pressure`` kbar.
 
+``smooth=None`` keeps the checkpoint's setting (off for the published networks); the provenance
+records the setting the network actually ran with. An MD run that fails part-way keeps its frames
+and the cause in the store (:mod:`gptff_flows.failures`) and fails with a message naming the
+cause. :func:`require_periodic` refuses a structure without a 3D periodic cell (the MD flows use
+it before any work).
+
 Any other atomate2 force-field flow (elastic, phonons, ...) runs with GPTFF through
 :func:`gptff_force_field`::
 
@@ -21,17 +27,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import NamedTuple
 
+import numpy as np
 from ase import units
-from atomate2.ase.md import MDEnsemble
+from ase.md.md import MolecularDynamics
+from ase.md.npt import NPT
+from atomate2.ase.md import DynamicsPresets, MDEnsemble
 from atomate2.forcefields.jobs import ForceFieldRelaxMaker, ForceFieldStaticMaker, forcefield_job
 from atomate2.forcefields.md import ForceFieldMDMaker
 from atomate2.forcefields.utils import _FORCEFIELD_DATA_OBJECTS
-from jobflow import job
+from jobflow import JobConfig, job
+from pymatgen.core import Structure
 
-from gptff_core.errors import GPTFFInputError
+from gptff_core.errors import ComputationError, GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
+from gptff_flows.failures import failure_document, observer_arrays, store_failure
 from gptff_flows.schemas import GPTFFProvenance, JobType, with_provenance
 
 logger = logging.getLogger(__name__)
@@ -164,6 +176,13 @@ class GPTFFMDMaker(GPTFFOptions, ForceFieldMDMaker):
     ``temperature`` in K, ``pressure`` in kbar, ``n_steps`` steps. The trajectory goes to the
     job store's ``"data"`` store. For long runs pass ``calculator_kwargs={"skin": 1.0}`` (Å) to
     reuse neighbour lists. Returns a :class:`~gptff_flows.schemas.GPTFFTaskDocument`.
+
+    A run that fails part-way (GPTFF refuses a collapsed structure, a non-finite energy or
+    position) is not lost: the job stores a :class:`~gptff_flows.failures.MDFailureDocument`
+    (cause, steps completed,
+    trajectory so far) as a document of its own named ``"<job name> (failed)"``, then fails with
+    a :class:`~gptff_core.errors.ComputationError` naming the cause, so the flow fails too and
+    no later job takes a half run for a result.
     """
 
     name: str = "GPTFF MD"
@@ -174,15 +193,117 @@ class GPTFFMDMaker(GPTFFOptions, ForceFieldMDMaker):
 
         ``tdamp`` and ``pdamp`` default to 100 and 1000 time steps (ASE's advice; 2 fs steps
         when ``time_step`` is None); set them in ``ase_md_kwargs`` (ASE time units) to override.
+        The integrator is then wrapped by :func:`_watched` (atomate2 calls this method just
+        before it builds the integrator).
         """
         super()._get_ensemble_defaults()
         if self.ensemble == MDEnsemble.npt and self.dynamics == "nose-hoover-chain":
             step = (self.time_step or 2.0) * units.fs
             self.ase_md_kwargs.setdefault("tdamp", 100 * step)
             self.ase_md_kwargs.setdefault("pdamp", 1000 * step)
+        base = _dynamics_class(self.dynamics, self.ensemble)
+        if base is not None:
+            self.dynamics = _watched(base, self)
 
-    @job(data=[*_FORCEFIELD_DATA_OBJECTS, "ionic_steps"])
+    @job(data=[*_FORCEFIELD_DATA_OBJECTS, "ionic_steps"], config=JobConfig(expose_store=True))
     def make(self, structure, prev_dir=None):
-        """Job running MD from ``structure``."""
-        doc = ForceFieldMDMaker.make.original(self, structure, prev_dir=prev_dir)
+        """Job running MD from ``structure``; see the class for what a failed run leaves."""
+        dynamics, self._md_runner = self.dynamics, None
+        try:
+            doc = ForceFieldMDMaker.make.original(self, structure, prev_dir=prev_dir)
+        except Exception as error:
+            if getattr(self, "_md_runner", None) is None:
+                raise  # failed before the MD started: nothing to keep
+            raise self.md_failure(structure, error) from error
+        finally:
+            self.dynamics = dynamics
         return with_provenance(doc, self._provenance("md"))
+
+    def md_failure(
+        self, structure, error: BaseException, arrays: dict | None = None
+    ) -> ComputationError:
+        """Keep what the failed run produced (a
+        :class:`~gptff_flows.failures.MDFailureDocument`, stored when run as a jobflow job) and
+        return the error to raise, naming the cause.
+
+        ``arrays``: the trajectory so far (see :func:`~gptff_flows.failures.observer_arrays`);
+        None: the frames of atomate2's trajectory observer."""
+        runner = getattr(self, "_md_runner", None)
+        arrays = arrays if arrays is not None else observer_arrays(runner)
+        doc = failure_document(self, structure, error, runner, arrays)
+        uuid = store_failure(doc)
+        where = (
+            f"stored as '{doc.job_name} (failed)' (uuid {uuid})"
+            if uuid
+            else "not stored (no job store: run it as a jobflow job)"
+        )
+        failure = ComputationError(
+            f"MD failed after {doc.steps_completed} of {doc.n_steps} steps: {doc.error}. The "
+            f"trajectory up to the failure ({doc.n_frames} frames) and the cause are {where}"
+        )
+        failure.document = doc
+        return failure
+
+
+def _dynamics_class(dynamics, ensemble) -> type | None:
+    """The ASE integrator class atomate2 would build for ``dynamics`` (a preset name, a
+    :class:`DynamicsPresets` or a class); None when atomate2 will refuse it anyway."""
+    if isinstance(dynamics, type) and issubclass(dynamics, MolecularDynamics):
+        return dynamics
+    if isinstance(dynamics, str):
+        key = f"{MDEnsemble(ensemble).value}_{dynamics.lower().replace('-', '_')}"
+        dynamics = DynamicsPresets.__members__.get(key)
+    if isinstance(dynamics, DynamicsPresets):
+        module, _, name = dynamics.value.rpartition(".")
+        return getattr(import_module(module), name)
+    return None
+
+
+def _watched(base: type, maker: GPTFFMDMaker) -> type:
+    """``base`` (an ASE integrator) as a subclass that hands its instance to ``maker``
+    (``maker._md_runner``, so a failed run's frames can be kept) and refuses non-finite
+    positions or energies after every step."""
+    base = getattr(base, "_gptff_base", base)
+
+    class Watched(base):
+        _gptff_base = base
+
+        def __init__(self, atoms, *args, **kwargs):
+            if issubclass(base, NPT):  # atomate2 does this for `dynamics is NPT` only
+                atoms.set_cell(atoms.cell.standard_form(form="upper")[0])
+            super().__init__(atoms, *args, **kwargs)
+            maker._md_runner = self
+            self.attach(self._require_finite, interval=1)
+
+        def _require_finite(self):
+            atoms = self.atoms
+            if not np.isfinite(atoms.positions).all():
+                raise ComputationError(f"non-finite atomic positions at MD step {self.nsteps}")
+            if not np.isfinite(atoms.get_potential_energy()):
+                raise ComputationError(f"non-finite energy at MD step {self.nsteps}")
+
+    Watched.__name__ = base.__name__
+    Watched.__qualname__ = base.__qualname__
+    return Watched
+
+
+def require_periodic(structure, label: str = "structure") -> None:
+    """Refuse ``structure`` unless it is a pymatgen Structure periodic along a, b and c with a
+    cell of non-zero volume (Å³): MD and diffusion of a crystal need one.
+
+    Raises:
+        GPTFFInputError: a molecule, a non-periodic or degenerate cell (the message says what
+            to give instead).
+    """
+    if not isinstance(structure, Structure):
+        raise GPTFFInputError(
+            f"{label} must be a pymatgen Structure (a periodic crystal), got "
+            f"{type(structure).__name__}"
+        )
+    lattice = structure.lattice
+    if not all(lattice.pbc) or not abs(lattice.volume) > 1e-6:
+        raise GPTFFInputError(
+            f"{label} {structure.composition.reduced_formula} has no 3D periodic cell (a "
+            "molecule?); this workflow simulates a crystal: give a structure with a cell (CIF, "
+            "POSCAR, extxyz with a Lattice)"
+        )

@@ -22,6 +22,7 @@ from jobflow import CURRENT_JOB, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from gptff_flows.diffusion import check_temperature
 from gptff_flows.finetune_md_jobs import DYNAMICS
 from gptff_flows.schemas import GPTFFProvenance
 from gptff_flows.stacking import LABELS, classify, fractions
@@ -120,6 +121,13 @@ def tensile_step_job(structure: Structure, strain: float, settings: dict) -> Ten
     dynamics.run(production)
     elapsed = time.perf_counter() - start
 
+    check = check_temperature(
+        temperature,
+        temperatures,
+        len(atoms),
+        production * settings["time_step"],
+        correlation_fs=settings["tdamp"],
+    )
     per_snapshot = [fractions(classify(snapshot)) for snapshot in snapshots]
     mean_fractions = {key: float(np.mean([f[key] for f in per_snapshot])) for key in LABELS}
     grid, intensity = broadened_average(snapshots, tuple(settings["two_theta_range"]))
@@ -131,7 +139,9 @@ def tensile_step_job(structure: Structure, strain: float, settings: dict) -> Ten
         axis=axis,
         cell_lengths=[float(x) for x in atoms.cell.lengths()],
         temperature=float(temperature),
-        mean_temperature=float(np.mean(temperatures)),
+        mean_temperature=check.mean,
+        temperature_check=check,
+        flags=[] if check.reached else ["temperature_not_reached"],
         stress=float(np.mean(stresses)),
         stress_std=float(np.std(stresses)),
         fractions=mean_fractions,
@@ -167,16 +177,14 @@ def tensile_step_job(structure: Structure, strain: float, settings: dict) -> Ten
 
 def _plots(docs: list[TensileStepDocument], rows: list[TensileRow], stem: Path) -> dict[str, str]:
     """PNG plots next to ``stem``: fractions vs strain, stress–strain, stacked XRD."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     strain = np.array([100 * row.strain for row in rows])
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {}
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig = Figure(figsize=(5.5, 3.5))
+    ax = fig.subplots()
     for key in ("hcp", "fcc", "bcc", "other"):
         ax.plot(strain, [100 * getattr(row, key) for row in rows], "o-", label=key)
     ax.set(xlabel="tensile strain (%)", ylabel="atoms (%)", ylim=(-2, 102))
@@ -184,17 +192,17 @@ def _plots(docs: list[TensileStepDocument], rows: list[TensileRow], stem: Path) 
     fig.tight_layout()
     paths["fractions"] = str(stem.with_name(f"{stem.name}_fractions.png"))
     fig.savefig(paths["fractions"], dpi=150)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    fig = Figure(figsize=(4.5, 3.5))
+    ax = fig.subplots()
     ax.errorbar(strain, [r.stress for r in rows], yerr=[r.stress_std for r in rows], fmt="o-")
     ax.set(xlabel="tensile strain (%)", ylabel="σ along the axis (GPa)")
     fig.tight_layout()
     paths["stress_strain"] = str(stem.with_name(f"{stem.name}_stress_strain.png"))
     fig.savefig(paths["stress_strain"], dpi=150)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4.5, 1.2 + 0.45 * len(docs)))
+    fig = Figure(figsize=(4.5, 1.2 + 0.45 * len(docs)))
+    ax = fig.subplots()
     for k, doc in enumerate(docs):
         offset = 110 * k
         ax.plot(doc.xrd_two_theta, np.asarray(doc.xrd_intensity) + offset, lw=1)
@@ -204,7 +212,6 @@ def _plots(docs: list[TensileStepDocument], rows: list[TensileRow], stem: Path) 
     fig.tight_layout()
     paths["xrd"] = str(stem.with_name(f"{stem.name}_xrd.png"))
     fig.savefig(paths["xrd"], dpi=150)
-    plt.close(fig)
     return paths
 
 
@@ -225,6 +232,7 @@ def tensile_summary_job(
             mean_temperature=d.mean_temperature,
             xrd_peak=d.xrd_peak,
             cell_lengths=d.cell_lengths,
+            flags=d.flags,
             **d.fractions,
         )
         for d in docs
@@ -243,6 +251,7 @@ def tensile_summary_job(
         rows=rows,
         fcc_onset_strain=onset,
         plots=plots,
+        flags=sorted({flag for row in rows for flag in row.flags}),
         settings=settings,
         gptff=docs[0].gptff.model_copy(update={"job_type": "tensile"}),
     )

@@ -21,14 +21,15 @@ def tensile_results(store: JobStore, flow_name: str | None = None, **filters) ->
     Keys: ``formula``, ``n_atoms``, ``temperature`` (K), ``max_strain``, ``fcc_onset_strain``
     (None: fcc never above 10 %), ``strains`` (%, comma separated), ``fcc_percent`` (comma
     separated), ``rows`` (per strain: ``strain``, ``stress`` GPa, ``fcc``,
-    ``hcp``, ``bcc``, ``other`` fractions, ``peak`` degrees or None), ``plots``, the provenance,
+    ``hcp``, ``bcc``, ``other`` fractions, ``peak`` degrees or None, ``mean_temperature`` K,
+    ``flags``), ``verdict`` (flags of any strain, comma separated), ``plots``, the provenance,
     ``job_name``, ``flow_name`` (``flow_name`` filters on a substring), ``completed_at``,
     ``uuid``.
     """
     criteria = {"output.@class": SUMMARY_DOCUMENT}
     criteria |= queries._criteria(flow_name=flow_name, **filters)
     properties = [*queries._FORMULA, "output.temperature", "output.rows"]
-    properties += ["output.fcc_onset_strain", "output.plots"]
+    properties += ["output.fcc_onset_strain", "output.plots", "output.flags"]
     records = []
     for doc in queries._query(store, criteria, properties):
         output = doc.get("output") or {}
@@ -41,6 +42,8 @@ def tensile_results(store: JobStore, flow_name: str | None = None, **filters) ->
                 "bcc": row["bcc"],
                 "other": row["other"],
                 "peak": row.get("xrd_peak"),
+                "mean_temperature": row.get("mean_temperature"),
+                "flags": row.get("flags") or [],
             }
             for row in output.get("rows") or []
         ]
@@ -53,6 +56,7 @@ def tensile_results(store: JobStore, flow_name: str | None = None, **filters) ->
             "fcc_percent": ",".join(f"{100 * row['fcc']:.0f}" for row in rows),
             "rows": rows,
             "plots": output.get("plots") or {},
+            "verdict": ",".join(output.get("flags") or []),
         }
         records.append(record)
     return records

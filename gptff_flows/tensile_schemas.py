@@ -12,6 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
+from gptff_flows.diffusion import TemperatureCheck
 from gptff_flows.schemas import GPTFFProvenance
 
 FCC_ONSET = 0.10
@@ -30,6 +31,16 @@ class TensileStepDocument(BaseModel):
     cell_lengths: list[float] = Field(description="Å, lengths of a, b, c during this step")
     temperature: float = Field(description="K, thermostat target")
     mean_temperature: float = Field(description="K, mean kinetic temperature of production")
+    temperature_check: TemperatureCheck | None = Field(
+        None,
+        description="mean T against the target and its tolerance (K), see "
+        "gptff_flows.diffusion.check_temperature",
+    )
+    flags: list[str] = Field(
+        default_factory=list,
+        description="verdicts: 'temperature_not_reached' (the stress and fractions belong to "
+        "another temperature); empty: none",
+    )
     stress: float = Field(description="GPa, mean stress along the axis over production, kinetic "
                                       "term included, tensile positive")  # fmt: skip
     stress_std: float = Field(description="GPa, standard deviation of that stress")
@@ -71,6 +82,7 @@ class TensileRow(BaseModel):
     other: float = Field(description="a-CNA other fraction, mean over snapshots")
     xrd_peak: float | None = Field(None, description="degrees, strongest peak in 37–39.5°")
     cell_lengths: list[float] = Field(description="Å, a, b, c")
+    flags: list[str] = Field(default_factory=list, description="the step's verdicts")
 
 
 class TensileSummaryDocument(BaseModel):
@@ -86,6 +98,10 @@ class TensileSummaryDocument(BaseModel):
     )
     plots: dict[str, str] = Field(
         default_factory=dict, description="'fractions', 'stress_strain', 'xrd': PNG paths"
+    )
+    flags: list[str] = Field(
+        default_factory=list,
+        description="verdicts of any strain (e.g. 'temperature_not_reached'); empty: none",
     )
     settings: dict = Field(
         description="Maker settings (K, fs, Å, degrees) and the reference cell (Å) to reproduce "

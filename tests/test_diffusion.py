@@ -17,6 +17,7 @@ from gptff_core.errors import GPTFFInputError
 from gptff_flows.diffusion import (
     DiffusionResult,
     analyze_diffusion,
+    check_temperature,
     fit_arrhenius_temperatures,
     plot_arrhenius,
     plot_msd,
@@ -146,4 +147,62 @@ def test_synthetic_arrhenius_gives_back_the_activation_energy(tmp_path):
 def test_arrhenius_needs_two_diffusive_temperatures():
     fit = fit_arrhenius_temperatures([_synthetic(600.0, 1e-6)], random_walk_cell())
     assert fit.activation_energy is None
-    assert fit.flags == ["fewer_than_two_diffusive_temperatures"]
+    assert fit.flags == ["fewer_than_two_usable_temperatures"]
+    assert "1 usable temperature(s), 2 needed" in fit.reason
+
+
+def canonical_temperatures(target, n_atoms, n_frames, seed, offset=0.0):
+    """Kinetic temperatures (K) of independent canonical frames: 2K/(g kB) with K ~ Gamma(g/2),
+    g = 3N − 3 degrees of freedom, shifted by ``offset`` K."""
+    dof = 3 * n_atoms - 3
+    rng = np.random.default_rng(seed)
+    return target * rng.gamma(dof / 2, 2.0 / dof, n_frames) + offset
+
+
+def test_temperature_check_tolerance_is_relative_plus_canonical_fluctuation():
+    # 60 atoms, 12 ps, correlation 200 fs: n_eff = 30 independent samples
+    check = check_temperature(600.0, [600.0], 60, 12_000.0, 200.0)
+    sigma_mean = 600.0 * math.sqrt(2 / 177) / math.sqrt(30)
+    assert check.n_effective == pytest.approx(30.0)
+    assert check.expected_std_of_mean == pytest.approx(sigma_mean)
+    assert check.tolerance == pytest.approx(0.05 * 600 + 3 * sigma_mean)
+    # a run shorter than the correlation time counts as one sample
+    assert check_temperature(600.0, [600.0], 60, 100.0, 200.0).n_effective == 1.0
+    # one atom: at least one degree of freedom, no division by zero
+    assert check_temperature(600.0, [600.0], 1, 100.0, 200.0).tolerance > 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_thermostatted_run_reaches_its_temperature(seed):
+    """Canonical frames around the target are never flagged (3σ + 5 %)."""
+    temps = canonical_temperatures(800.0, 60, 30, seed)  # 30 independent frames
+    check = check_temperature(800.0, temps, 60, 12_000.0, 200.0)
+    assert check.reached and check.reason is None
+    assert check.mean == pytest.approx(temps.mean())
+
+
+def test_the_issue_temperatures_are_flagged_and_left_out_of_the_fit():
+    """Issue 13: Ea = 0.219 eV was reported from two temperatures whose mean T was 351 and
+    472 K against targets of 600 and 800 K. Both are flagged, no Ea, and the reason says why."""
+    for target, reached in ((600.0, 351.0), (800.0, 472.0)):
+        temps = canonical_temperatures(reached, 60, 30, seed=1)
+        check = check_temperature(target, temps, 60, 12_000.0, 200.0)
+        assert not check.reached
+        assert f"{target:g} K target" in check.reason
+        assert abs(check.mean - target) > check.tolerance
+    true_ea, d0 = 0.3, 1e-3
+    results = [
+        _synthetic(t, d0 * math.exp(-true_ea / (units.kB * t)), ["temperature_not_reached"])
+        for t in (600.0, 800.0)
+    ]
+    fit = fit_arrhenius_temperatures(results, random_walk_cell())
+    assert fit.activation_energy is None and fit.conductivity_300K is None
+    assert fit.excluded_temperatures == [600.0, 800.0]
+    assert fit.flags == ["fewer_than_two_usable_temperatures"]
+    assert "600 K (temperature_not_reached)" in fit.reason
+    # a third, reached temperature is not enough either; two reached ones give Ea exactly
+    reached = [_synthetic(t, d0 * math.exp(-true_ea / (units.kB * t))) for t in (700.0, 900.0)]
+    fit = fit_arrhenius_temperatures(results + reached, random_walk_cell())
+    assert fit.temperatures == [700.0, 900.0]
+    assert fit.activation_energy == pytest.approx(true_ea)
+    assert "left out of the fit: 600 K (temperature_not_reached)" in fit.reason

@@ -1,6 +1,7 @@
 """gptff_flows.jobs: each Maker runs with run_locally into a temporary embedded store and its
 document carries the provenance; the force-field helper drives atomate2's own Makers."""
 
+import numpy as np
 import pytest
 
 pytest.importorskip("atomate2")
@@ -150,3 +151,82 @@ def test_helper_builds_other_atomate2_flows():
     for inner in (maker.bulk_relax_maker, maker.elastic_relax_maker):
         assert inner.calculator_meta == "gptff_core.calculator.GPTFFCalculator"
         assert inner.calculator_kwargs["model"] == "gptff-v1"
+
+
+# ------------------------------------------------------- issue 13: a failed MD keeps its frames
+
+
+def _fail_after(monkeypatch, calls: int, error=None, nan=False):
+    """Make GPTFFCalculator fail on evaluation number ``calls`` + 1 and after: raise ``error``,
+    or (``nan``) return a NaN energy as a damaged network would."""
+    real = GPTFFCalculator.calculate
+    count = [0]
+
+    def calculate(self, *args, **kwargs):
+        count[0] += 1
+        if count[0] > calls and error is not None:
+            raise error
+        real(self, *args, **kwargs)
+        if count[0] > calls and nan:
+            self.results["energy"] = float("nan")
+
+    monkeypatch.setattr(GPTFFCalculator, "calculate", calculate)
+
+
+@pytest.mark.parametrize("ensemble", ["nvt", "npt"])
+def test_a_collapsing_md_keeps_its_trajectory_and_names_the_cause(
+    tmp_path, copper, monkeypatch, ensemble
+):
+    """Issue 13: an MD run through GPTFFMDMaker + run_flow that collapsed kept no trajectory and
+    reported only "Flow did not finish running successfully". Now the error names the job and
+    the cause, and the store holds the cause, the steps completed and every frame so far."""
+    from gptff_core.errors import ComputationError, StructureError
+    from gptff_flows.finetune_md_schemas import load_trajectory
+    from gptff_flows.run import run_flow
+
+    store = local_job_store(tmp_path / "store")
+    maker = GPTFFMDMaker(
+        ensemble=ensemble, n_steps=20, time_step=1.0, temperature=300, traj_interval=1,
+        pressure=0.0 if ensemble == "npt" else None, mb_velocity_seed=1,
+    )  # fmt: skip
+    job = maker.make(copper)
+    # evaluation 1 is step 0 (the observer), evaluations 2..6 steps 1..5; step 6 fails
+    _fail_after(monkeypatch, 6, StructureError("atoms 0 and 1 are 0.31 Å apart"))
+    with pytest.raises(ComputationError) as caught:
+        run_flow(job, store)
+    message = str(caught.value)
+    assert "job 'GPTFF MD' failed" in message
+    assert "atoms 0 and 1 are 0.31 Å apart" in message and "after 5 of 20 steps" in message
+    store.connect()
+    assert store.query_one({"uuid": job.uuid}) is None  # no result: a resume reruns it
+    (failed,) = store.query({"metadata.gptff_status": "failed"}, load=True)
+    assert failed["name"] == "GPTFF MD (failed)" and failed["metadata"]["failed_job"] == job.uuid
+    doc = failed["output"]
+    assert doc["status"] == "failed" and doc["steps_completed"] == 5 and doc["n_frames"] == 6
+    assert doc["error"] == "StructureError: atoms 0 and 1 are 0.31 Å apart"
+    assert doc["gptff"]["checkpoint_sha256"] == PRETRAINED_MODELS["gptff-v2"].sha256
+    assert doc["gptff"]["smooth"] is False  # smooth=None: the published network's own setting
+    raw = store.query_one({"uuid": failed["uuid"]}, load=False)["output"]["trajectory"]
+    assert raw["store"] == "data"  # the frames went to the data store
+    frames = load_trajectory(doc["trajectory"])
+    assert frames["positions"].shape == (6, len(copper), 3)
+    assert list(frames["steps"]) == [0, 1, 2, 3, 4, 5]
+    start = AseAtomsAdaptor.get_atoms(copper)
+    if ensemble == "nvt":  # NPT's MTK integrator may rotate the cell into its standard form
+        assert np.allclose(frames["positions"][0], start.positions, atol=1e-5)
+    assert np.isfinite(frames["potential_energy"]).all()
+
+
+def test_a_nan_energy_stops_the_md_and_keeps_the_finite_frames(tmp_path, copper, monkeypatch):
+    from gptff_core.errors import ComputationError
+    from gptff_flows.run import run_flow
+
+    store = local_job_store(tmp_path / "store")
+    job = GPTFFMDMaker(ensemble="nve", n_steps=10, time_step=1.0, traj_interval=1).make(copper)
+    _fail_after(monkeypatch, 4, nan=True)
+    with pytest.raises(ComputationError, match="non-finite energy at MD step 4"):
+        run_flow(job, store)
+    store.connect()
+    (failed,) = store.query({"metadata.gptff_status": "failed"}, load=True)
+    assert failed["output"]["n_frames"] == 4  # steps 0-3; the NaN frame is not kept
+    assert failed["output"]["last_structure"] is not None

@@ -52,11 +52,14 @@ def test_strained_cell_scales_the_axis_and_contracts_the_others():
     np.testing.assert_allclose(strained_cell(reference, 0.1, 1, 0.0), np.diag([3.0, 5.5, 4.0]))
 
 
-def test_flow_end_to_end_in_a_store(tmp_path, capsys):
+def test_flow_end_to_end_in_a_store(tmp_path, capsys, monkeypatch):
     structure = oriented_hcp_cell(repeat=(2, 1, 2))
     b0, a0, c0 = (structure.lattice.abc[i] for i in (1, 0, 2))
     store = local_job_store(tmp_path / "store")
-    maker = TensileMDMaker(name="tiny tensile", plot_dir=str(tmp_path / "plots"), **TINY)
+    # a relative plot directory names the caller's directory, not run_flow's temporary one
+    # (issue 13: the plots were written there and deleted)
+    monkeypatch.chdir(tmp_path)
+    maker = TensileMDMaker(name="tiny tensile", plot_dir="plots", **TINY)
     flow = maker.make(structure)
     assert len(flow.jobs) == 3  # two strains + summary
     responses = run_flow(flow, store)
@@ -75,6 +78,10 @@ def test_flow_end_to_end_in_a_store(tmp_path, capsys):
         assert max(step.xrd_intensity) == pytest.approx(100, abs=1e-3)
         assert np.asarray(step.structure.site_properties["velocities"]).shape == (16, 3)
         assert step.gptff.smooth is False  # the published network by default
+        # mean T of production checked against the target (16 atoms, 20 fs: a wide tolerance)
+        check = step.temperature_check
+        assert check.mean == pytest.approx(step.mean_temperature) and check.tolerance > 0
+        assert step.flags == ([] if check.reached else ["temperature_not_reached"])
     # the first step equilibrates from Maxwell–Boltzmann velocities, the second continues
     assert steps[0].equilibration_steps == 15 and steps[1].equilibration_steps == 5
     # 4 % tension raises the axial stress by several GPa (elastic, ~100 GPa modulus)
@@ -102,6 +109,33 @@ def test_flow_end_to_end_in_a_store(tmp_path, capsys):
     assert printed[0]["rows"][0]["strain"] == 0.0
     cli_main(["results", "--store", str(tmp_path / "store"), "--kind", "tensile"])
     assert "tensile strain MD (1)" in capsys.readouterr().out
+
+
+def test_a_strain_whose_temperature_is_not_reached_is_flagged(tmp_path, monkeypatch):
+    """With no tolerance every measured mean misses the target: each step, the summary and
+    the query carry ``temperature_not_reached``."""
+    import gptff_flows.diffusion as diffusion
+
+    monkeypatch.setattr(diffusion, "TEMPERATURE_RELATIVE_TOLERANCE", 0.0)
+    monkeypatch.setattr(diffusion, "TEMPERATURE_SIGMAS", 0.0)
+    store = local_job_store(tmp_path / "store")
+    flow = TensileMDMaker(name="flagged tensile", **TINY).make(oriented_hcp_cell(repeat=(2, 1, 2)))
+    summary = run_flow(flow, store)[flow.output.uuid][1].output
+    assert summary.flags == ["temperature_not_reached"]
+    assert all(row.flags == ["temperature_not_reached"] for row in summary.rows)
+    (record,) = tensile_results(store)
+    assert record["verdict"] == "temperature_not_reached"
+    assert record["rows"][0]["flags"] == ["temperature_not_reached"]
+
+
+def test_a_structure_without_a_periodic_cell_is_refused():
+    from pymatgen.core import Lattice, Structure
+
+    slab = Structure(
+        Lattice.cubic(8.0, pbc=(True, True, False)), ["Ti", "Ti"], [[0] * 3, [0.5] * 3]
+    )
+    with pytest.raises(GPTFFInputError, match="no 3D periodic cell"):
+        TensileMDMaker().make(slab)
 
 
 @pytest.mark.parametrize(
@@ -197,6 +231,25 @@ def test_a_crashed_run_resumes_from_the_stored_steps(tmp_path, monkeypatch):
     for got, want in zip(resumed.rows, expected.rows, strict=True):
         assert got.stress == pytest.approx(want.stress, rel=1e-6, abs=1e-6)
         assert got.mean_temperature == pytest.approx(want.mean_temperature, rel=1e-6)
+
+
+def test_demo_script_checks_its_output_directory_before_any_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    script = Path(__file__).parents[1] / "workflows" / "paper_ti_strain.py"
+    spec = importlib.util.spec_from_file_location("paper_ti_strain_out", script)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+
+    def no_work(*_, **__):
+        raise AssertionError("work started before the output directory was checked")
+
+    monkeypatch.setattr(demo, "relaxed_constants", no_work)
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    with pytest.raises(GPTFFInputError, match="--out"):
+        demo.main(["--out", str(taken), "--store", str(tmp_path / "store")])
+    assert not (tmp_path / "store").exists()
 
 
 def test_demo_script_refuses_a_bad_repeat():

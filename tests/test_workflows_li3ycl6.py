@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("atomate2")
 
+from gptff_core.errors import ExitCode
+
 SCRIPT = Path(__file__).parents[1] / "workflows" / "paper_li3ycl6.py"
 
 
@@ -64,6 +66,8 @@ def test_regime_fits_recover_two_activation_energies(demo):
         rows.append(SimpleNamespace(temperature=t, diffusivity=prefactor * np.exp(-ea / (k_b * t)),
                                     flags=[]))  # fmt: skip
     rows.append(SimpleNamespace(temperature=800.0, diffusivity=1.0, flags=["framework_mobile"]))
+    rows.append(SimpleNamespace(temperature=650.0, diffusivity=1.0,
+                                flags=["temperature_not_reached"]))  # fmt: skip
     fits = demo.regime_fits(rows, 425.0)
     assert fits["below"] == pytest.approx(0.5, abs=1e-6)
     assert fits["above"] == pytest.approx(0.2, abs=1e-6)
@@ -76,12 +80,16 @@ def test_demo_without_training_data_runs_and_is_read_back(demo, tmp_path, capsys
 
     argv = ["--temperatures", "700,900", "--steps", "30", "--equilibration", "10"]
     argv += ["--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")]
-    assert demo.main(argv) == 0
+    assert demo.main(argv) == ExitCode.FLAGGED  # 60 fs of production: too short to trust
     captured = capsys.readouterr()
-    assert "NO TRAINING DATA" in captured.err
-    assert "not fine-tuned: MD with gptff-v2" in captured.out and "60 atoms" in captured.out
+    assert "NO TRAINING DATA" in captured.err and "as published" in captured.err
+    assert "not fine-tuned: MD with gptff-v2 as it is, smooth off" in captured.out
+    assert "60 atoms" in captured.out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["finetuned"] is False and summary["n_atoms"] == 60
+    # without training data the published network runs as published (issue 13: it ran smooth)
+    assert summary["smooth"] is False and "smooth=off" in summary["flow_name"]
+    assert summary["flags"] and "too_short" in summary["flags"]
     assert sorted(summary["volume_ratios"]) == ["700.0", "900.0"]  # JSON keys
     assert all(0.8 < ratio < 1.5 for ratio in summary["volume_ratios"].values())
     assert [row["temperature"] for row in summary["temperatures"]] == [700.0, 900.0]
@@ -93,7 +101,7 @@ def test_demo_without_training_data_runs_and_is_read_back(demo, tmp_path, capsys
         raise AssertionError("the stored run was recomputed")
 
     monkeypatch.setattr("gptff_flows.run.run_flow", no_rerun)
-    assert demo.main(argv) == 0
+    assert demo.main(argv) == ExitCode.FLAGGED  # the stored verdict, again
     assert "already in the store" in capsys.readouterr().err
 
 
@@ -115,8 +123,21 @@ def test_submit_hands_the_flow_to_jobflow_remote(demo, tmp_path, capsys, monkeyp
     assert "submitted 8 jobs" in capsys.readouterr().out
 
 
-def test_bad_input_is_refused_with_a_message(demo, tmp_path):
+def test_bad_input_is_refused_with_a_message(demo, tmp_path, monkeypatch):
     from gptff_core.errors import GPTFFInputError
 
     with pytest.raises(GPTFFInputError, match="kelvins separated by commas"):
         demo.main(["--temperatures", "hot", "--out", str(tmp_path)])
+
+    def no_work(*_, **__):
+        raise AssertionError("work started before the output directory was checked")
+
+    monkeypatch.setattr(demo, "relaxed", no_work)
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    with pytest.raises(GPTFFInputError, match="--out"):
+        demo.main(["--out", str(taken), "--store", str(tmp_path / "store")])
+    molecule = tmp_path / "water.xyz"
+    molecule.write_text("3\n\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
+    with pytest.raises(GPTFFInputError, match="no 3D periodic cell"):
+        demo.main(["--structure", str(molecule), "--out", str(tmp_path / "out")])

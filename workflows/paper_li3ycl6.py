@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gptff_core.errors import ExitCode
+from gptff_core.paths import write_atomically
+
 DATA = Path(__file__).with_name("data") / "li3ycl6.json"
 PAPER = {"conductivity_300K": 0.6, "activation_energy": 0.45, "transition_K": 425.0}
 """What the paper reports (fine-tuned on optB88 snapshots): mS/cm, eV, K."""
@@ -71,14 +74,15 @@ def ordered_cell(disordered):
     return ordered
 
 
-def relaxed(structure, model: str, dtype: str):
-    """Positions and cell relaxed with ``model`` (FIRE, fmax 0.02 eV/Å); (structure, steps)."""
+def relaxed(structure, model: str, dtype: str, smooth: bool):
+    """Positions and cell relaxed with ``model`` (FIRE, fmax 0.02 eV/Å) with the MD's ``smooth``
+    setting; (structure, steps)."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from gptff_core.calculator import GPTFFCalculator
     from gptff_core.relax import relax
 
-    calculator = GPTFFCalculator(model=model, dtype=dtype, smooth=True)
+    calculator = GPTFFCalculator(model=model, dtype=dtype, smooth=smooth)
     result = relax(structure, calculator, fmax=0.02, steps=500)
     return AseAtomsAdaptor.get_structure(result.atoms), result.n_steps
 
@@ -87,11 +91,13 @@ def regime_fits(rows, split: float) -> dict:
     """Eₐ (eV) from the diffusive temperatures below and above ``split`` (K), each needing two.
 
     ``rows`` are the summary's per-temperature rows; a row counts when it has D and no flag that
-    keeps it out of the Arrhenius fit (not diffusive, framework mobile)."""
+    keeps it out of the Arrhenius fit (not diffusive, framework mobile, temperature not
+    reached: ``gptff_flows.diffusion.EXCLUDING_FLAGS``)."""
     from pymatgen.analysis.diffusion.analyzer import fit_arrhenius
 
-    usable = [r for r in rows if r.diffusivity and not {"not_diffusive", "framework_mobile"}
-              & set(r.flags)]  # fmt: skip
+    from gptff_flows.diffusion import EXCLUDING_FLAGS
+
+    usable = [r for r in rows if r.diffusivity and not EXCLUDING_FLAGS & set(r.flags)]
     fits = {}
     for name, part in (("below", [r for r in usable if r.temperature < split]),
                        ("above", [r for r in usable if r.temperature >= split])):  # fmt: skip
@@ -152,6 +158,9 @@ def _parse(argv):
         default="npt",
         help="npt as the paper (default), or nvt at the relaxed volume",
     )
+    parser.add_argument("--smooth", action="store_true",
+                        help="C² envelopes without --train too (default: on only when "
+                        "fine-tuning; otherwise the published network as published)")  # fmt: skip
     parser.add_argument("--model", default="gptff-v2")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--seed", type=int, default=0)
@@ -163,6 +172,43 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
+def _size(args) -> dict:
+    """Temperatures (K), supercell, production and equilibration steps of this run."""
+    from gptff_flows.cli_finetune_md import _temperatures
+
+    size = dict(PAPER_SIZE if args.paper else SMALL)
+    if args.temperatures:
+        size["temperatures"] = _temperatures(args.temperatures)
+    size["steps"] = args.steps or size["steps"]
+    if args.equilibration is not None:
+        size["equilibration"] = args.equilibration
+    return size
+
+
+def _start(args):
+    """(structure, where it came from): ``--structure`` (checked: a periodic crystal) or the
+    Ewald-ordered cell of the crystal data."""
+    if not args.structure:
+        return ordered_cell(published_structure()), f"{DATA.name} (Ewald-ordered)"
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from gptff_core.cli import read_structures
+    from gptff_flows.cli_finetune_md import _require_cell
+
+    ((_, atoms),) = read_structures(args.structure, "-1")
+    _require_cell(args.structure, atoms)
+    return AseAtomsAdaptor.get_structure(atoms), args.structure
+
+
+def _flow_name(args, size: dict, data: str, smooth: bool) -> str:
+    """The flow name: every setting that determines the results (a stored run is reused)."""
+    temps = ",".join(f"{t:g}" for t in size["temperatures"])
+    return (f"paper-li3ycl6 {args.model} {args.dtype} smooth={'on' if smooth else 'off'} {data} "
+            f"{args.ensemble} T={temps} sc={'x'.join(map(str, size['supercell']))} "
+            f"steps={size['equilibration']}+{size['steps']}x{args.timestep:g}fs "
+            f"seed={args.seed}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     import torch
@@ -170,71 +216,76 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("gptff_flows").setLevel(logging.INFO)
-    from pymatgen.core import Structure
-
-    from gptff_flows.cli_finetune_md import _report, _temperatures
+    from gptff_core.paths import check_output_dir
+    from gptff_flows.cli import open_store
     from gptff_flows.flows.finetune_md import FineTuneMDMaker
-    from gptff_flows.run import run_flow, submit_flow
-    from gptff_flows.stores import describe_store, open_job_store
+    from gptff_flows.run import submit_flow
 
-    size = dict(PAPER_SIZE if args.paper else SMALL)
-    if args.temperatures:
-        size["temperatures"] = _temperatures(args.temperatures)
-    size["steps"] = args.steps or size["steps"]
-    size["equilibration"] = size["equilibration"] if args.equilibration is None else (
-        args.equilibration)  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    size = _size(args)
+    smooth = bool(args.train) or args.smooth  # without training data: the published network
+    out = check_output_dir(args.out, "--out")  # output and store checked before any work
+    store = None if args.submit else open_store(args.store)
     started = time.perf_counter()
-
-    if args.structure:
-        start, origin = Structure.from_file(args.structure), args.structure
-    else:
-        start, origin = ordered_cell(published_structure()), f"{DATA.name} (Ewald-ordered)"
-    cell, steps = relaxed(start, args.model, args.dtype)
-    print(f"Li3YCl6 from {origin}: {len(start)} atoms; relaxed with {args.model} in {steps} "
-          f"FIRE steps, volume {start.volume:.1f} → {cell.volume:.1f} Å³",
-          file=sys.stderr)  # fmt: skip
+    start, origin = _start(args)
+    cell, steps = relaxed(start, args.model, args.dtype, smooth)
+    print(f"Li3YCl6 from {origin}: {len(start)} atoms; relaxed with {args.model} (smooth "
+          f"{'on' if smooth else 'off'}) in {steps} FIRE steps, volume {start.volume:.1f} → "
+          f"{cell.volume:.1f} Å³", file=sys.stderr)  # fmt: skip
     if args.train:
         data = f"fine-tuned on {len(args.train)} file(s) {_file_digest(args.train)}"
     else:
         data = "NOT fine-tuned"
-        print(f"NO TRAINING DATA: the MD runs with {args.model} as published, not fine-tuned. "
-              "The paper fine-tuned on optB88 snapshots that are not public; give yours with "
-              "--train FILE... (formats: docs/training.md).", file=sys.stderr)  # fmt: skip
-    temps = ",".join(f"{t:g}" for t in size["temperatures"])
-    name = (f"paper-li3ycl6 {args.model} {args.dtype} {data} {args.ensemble} T={temps} "
-            f"sc={'x'.join(map(str, size['supercell']))} steps={size['equilibration']}+"
-            f"{size['steps']}x{args.timestep:g}fs seed={args.seed}")  # fmt: skip
+        print(f"NO TRAINING DATA: the MD runs with {args.model} "
+              f"{'with smooth envelopes (--smooth)' if smooth else 'as published'}, not "
+              "fine-tuned. The paper fine-tuned on optB88 snapshots that are not public; give "
+              "yours with --train FILE... (formats: docs/training.md).",
+              file=sys.stderr)  # fmt: skip
+    name = _flow_name(args, size, data, smooth)
     maker = FineTuneMDMaker(
         name=name, species="Li", temperatures=size["temperatures"], ensemble=args.ensemble,
         time_step=args.timestep, n_steps=size["steps"], equilibration_steps=size["equilibration"],
         supercell=size["supercell"], seed=args.seed, model=args.model,
         finetune=bool(args.train), recipe={"epochs": args.epochs}, file_format=args.fmt,
-        dtype=args.dtype, plot_dir=str(out.resolve()),
+        dtype=args.dtype, smooth=smooth, plot_dir=str(out),
     )  # fmt: skip
     if args.submit:
         flow = maker.make(cell, train_files=args.train, valid_files=args.valid)
         ids = submit_flow(flow, worker=args.submit, project=args.project)
         print(f"submitted {len(ids)} jobs as flow {flow.uuid!s}; when done: "
               f"gptff results --kind finetune-md --flow '{name}'")  # fmt: skip
-        return 0
+        return ExitCode.OK
+    doc = _run_or_reuse(store, maker, cell, args, size)
+    return _print_results(doc, store, cell, size, args, data, time.perf_counter() - started)
 
-    store = open_job_store(args.store)
+
+def _run_or_reuse(store, maker, cell, args, size):
+    """The summary of the flow named ``maker.name``: from the store if complete, else run (a
+    run that crashed earlier reruns only the missing jobs)."""
+    from gptff_flows.run import run_flow
+    from gptff_flows.stores import describe_store
+
+    doc = _stored_summary(store, maker.name)
+    if doc is not None:
+        print(f"already in the store ({describe_store(store)}): {maker.name}", file=sys.stderr)
+        return doc
     n_atoms = len(cell) * int(np.prod(size["supercell"]))
-    doc = _stored_summary(store, name)
-    if doc is None:
-        print(f"{n_atoms} atoms, {args.ensemble.upper()} at {temps} K, "
-              f"{size['equilibration']} + {size['steps']} steps of {args.timestep:g} fs each; "
-              f"store {describe_store(store)}",
-              file=sys.stderr)  # fmt: skip
-        flow = maker.make(cell, train_files=args.train, valid_files=args.valid)
-        responses = run_flow(flow, store, resume=True)  # after a crash: the missing jobs
-        doc = responses[flow.output.uuid][1].output
-    else:
-        print(f"already in the store ({describe_store(store)}): {name}", file=sys.stderr)
-    elapsed = time.perf_counter() - started
+    temps = ",".join(f"{t:g}" for t in size["temperatures"])
+    print(f"{n_atoms} atoms, {args.ensemble.upper()} at {temps} K, "
+          f"{size['equilibration']} + {size['steps']} steps of {args.timestep:g} fs each; "
+          f"store {describe_store(store)}", file=sys.stderr)  # fmt: skip
+    flow = maker.make(cell, train_files=args.train, valid_files=args.valid)
+    responses = run_flow(flow, store, resume=True)  # after a crash: the missing jobs
+    return responses[flow.output.uuid][1].output
 
+
+def _print_results(doc, store, cell, size, args, data: str, elapsed: float) -> int:
+    """Print the report and the paper's numbers, write ``summary.json``; the exit code
+    (FLAGGED when a temperature or the Arrhenius fit carries a verdict)."""
+    from gptff_flows.cli_finetune_md import _report
+    from gptff_flows.finetune_md_schemas import verdict_flags
+
+    n_atoms = len(cell) * int(np.prod(size["supercell"]))
+    name, out = doc.inputs.get("name", ""), Path(args.out)
     print(_report(doc))
     expansion = volume_ratios(store, name, cell.volume * np.prod(size["supercell"]))
     print("mean volume / relaxed volume: " + ", ".join(
@@ -247,15 +298,18 @@ def main(argv: list[str] | None = None) -> int:
         f"Eₐ = {PAPER['activation_energy']} eV, transition near {PAPER['transition_K']:g} K"
     )
     print(f"{data}; {n_atoms} atoms; {elapsed:.0f} s")
+    flags = verdict_flags(doc.temperatures, doc.arrhenius)
     results = doc.model_dump(mode="json", include={"temperatures", "activation_energy",
-                             "activation_energy_error", "conductivity_300K", "plots"})  # fmt: skip
-    summary = {"flow_name": name, "finetuned": bool(args.train), "n_atoms": n_atoms,
-               "seconds": elapsed, "regime_activation_energies": fits, "paper": PAPER,
-               "volume_ratios": expansion,
+                             "activation_energy_error", "conductivity_300K", "plots",
+                             "arrhenius"})  # fmt: skip
+    summary = {"flow_name": name, "finetuned": bool(args.train), "smooth": doc.gptff.smooth,
+               "n_atoms": n_atoms, "seconds": elapsed, "regime_activation_energies": fits,
+               "paper": PAPER, "volume_ratios": expansion, "flags": flags,
                **results}  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    text = json.dumps(summary, indent=1, allow_nan=False)
+    write_atomically(out / "summary.json", lambda path: path.write_text(text))
     print(f"plots and summary in {out}/", file=sys.stderr)
-    return 0
+    return ExitCode.FLAGGED if flags else ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from gptff_core.errors import ExitCode
+from gptff_core.paths import write_atomically
+
 SMALL = dict(repeat=(4, 2, 3), max_strain=0.20, steps=150, equilibration=50, initial=300,
              snapshot_interval=50)  # fmt: skip
 """96 atoms (6 basal layers), 9 strains × 200 steps + 300: ~2,100 steps at ~90 ms/step."""
@@ -117,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     run_logger.setLevel(logging.INFO)
     run_logger.addHandler(logging.StreamHandler())
 
+    from gptff_core.paths import check_output_dir
+    from gptff_flows.cli import open_store
     from gptff_flows.flows.tensile import TI_A, TI_C, TensileMDMaker, oriented_hcp_cell
     from gptff_flows.run import run_flow, submit_flow
-    from gptff_flows.stores import describe_store, open_job_store
+    from gptff_flows.stores import describe_store
 
     size = dict(PAPER if args.paper else SMALL)
     size["max_strain"] = args.max_strain or size["max_strain"]
@@ -127,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat:
         size["repeat"] = _repeat(args.repeat)
     smooth = args.smooth
+    out = check_output_dir(args.out, "--out")  # output and store checked before any work
+    store = None if args.submit else open_store(args.store)
     started = time.perf_counter()
     if args.experimental_cell:
         a, c, cell_source = TI_A, TI_C, "experimental"
@@ -141,20 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         f"dt={args.time_step:g}fs steps={size['initial']}+{size['equilibration']}+{size['steps']} "
         f"{args.model} {args.dtype}{' smooth' if smooth else ''}"
     )
-    out = Path(args.out)
     maker = TensileMDMaker(
         name=name, temperature=args.temperature, strain_step=args.strain_step,
         max_strain=size["max_strain"], poisson=args.poisson, time_step=args.time_step,
         steps_per_strain=size["steps"], equilibration_steps=size["equilibration"],
         initial_equilibration_steps=size["initial"], snapshot_interval=size["snapshot_interval"],
-        model=args.model, dtype=args.dtype, smooth=smooth, plot_dir=str(out.resolve()),
+        model=args.model, dtype=args.dtype, smooth=smooth, plot_dir=str(out),
     )  # fmt: skip
     if args.submit:
         ids = submit_flow(maker.make(structure), worker=args.submit, project=args.project)
         print(f"submitted {len(ids)} jobs; when done: gptff results --kind tensile --flow "
               f"'{name}', or run this again without --submit on the project's store")  # fmt: skip
-        return 0
-    store = open_job_store(args.store)
+        return ExitCode.OK
     print(f"{len(structure)} Ti atoms, a = {a:.4f} Å, c = {c:.4f} Å ({cell_source}), "
           f"{len(maker.strains())} strains, store {describe_store(store)}",
           file=sys.stderr)  # fmt: skip
@@ -175,23 +180,36 @@ def main(argv: list[str] | None = None) -> int:
         record = _stored(store, name)
     elapsed = time.perf_counter() - started
 
-    print("| strain (%) | σ (GPa) | fcc (%) | hcp (%) | bcc (%) | other (%) | peak 2θ 37–39.5° |")
-    print("|---|---|---|---|---|---|---|")
-    for row in record["rows"]:
-        peak = "–" if row["peak"] is None else f"{row['peak']:.2f}"
-        print(f"| {100 * row['strain']:.0f} | {row['stress']:.2f} | {100 * row['fcc']:.1f} "
-              f"| {100 * row['hcp']:.1f} | {100 * row['bcc']:.1f} | {100 * row['other']:.1f} "
-              f"| {peak} |")  # fmt: skip
+    _print_table(record)
     onset = record["fcc_onset_strain"]
     print(f"\nfcc > 10 % first at strain {'never' if onset is None else f'{100 * onset:g} %'}; "
           f"{len(structure)} atoms; {elapsed:.0f} s")  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
     summary = {"flow_name": name, "a": a, "c": c, "cell": cell_source, "seconds": elapsed,
                **{k: record[k] for k in ("n_atoms", "temperature", "fcc_onset_strain", "rows",
-                                         "plots", "model", "dtype", "smooth", "uuid")}}  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+                                         "plots", "model", "dtype", "smooth", "uuid",
+                                         "verdict")}}  # fmt: skip
+    text = json.dumps(summary, indent=1, allow_nan=False)
+    write_atomically(out / "summary.json", lambda path: path.write_text(text))
     print(f"plots and summary in {out}/", file=sys.stderr)
-    return 0
+    if record["verdict"]:
+        print(f"FLAGGED ({record['verdict']}): a strain's mean temperature missed the "
+              f"{record['temperature']:g} K target (see the flags column)",
+              file=sys.stderr)  # fmt: skip
+        return ExitCode.FLAGGED
+    return ExitCode.OK
+
+
+def _print_table(record: dict) -> None:
+    """Per strain: σ (GPa), a-CNA fractions (%), XRD peak (degrees), mean T (K) and flags."""
+    print("| strain (%) | σ (GPa) | fcc (%) | hcp (%) | bcc (%) | other (%) | peak 2θ 37–39.5° "
+          "| <T> (K) | flags |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in record["rows"]:
+        peak = "–" if row["peak"] is None else f"{row['peak']:.2f}"
+        mean_t = "–" if row["mean_temperature"] is None else f"{row['mean_temperature']:.0f}"
+        print(f"| {100 * row['strain']:.0f} | {row['stress']:.2f} | {100 * row['fcc']:.1f} "
+              f"| {100 * row['hcp']:.1f} | {100 * row['bcc']:.1f} | {100 * row['other']:.1f} "
+              f"| {peak} | {mean_t} | {','.join(row['flags']) or '–'} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,9 +12,12 @@
 2. **MD**, one job per temperature — each writes the checkpoint from the store into its own
    directory (sha256 checked) and runs NVT (Nosé–Hoover chain) or NPT (MTK) through atomate2's MD
    Maker with ASE integrators on the ``supercell``; ``equilibration_steps`` are run and
-   discarded, then ``n_steps`` of production are analysed; the trajectory goes to the data store.
-3. **summary** — Arrhenius fit over the diffusive temperatures (Ea eV ± error), σ
-   extrapolated to 300 K (mS/cm), PNG plots of the MSD and of the Arrhenius fit.
+   discarded, then ``n_steps`` of production are analysed (the mean temperature is checked
+   against the target: ``temperature_not_reached``); the trajectory goes to the data store. A
+   run that fails part-way keeps its frames and the cause in the store and fails the job.
+3. **summary** — Arrhenius fit over the usable temperatures (diffusive, framework intact,
+   target reached; Ea eV ± error), σ extrapolated to 300 K (mS/cm), PNG plots of the MSD and of
+   the Arrhenius fit, and the run's verdict (``flags``).
 
 MD engine: ASE per temperature (atomate2) rather than TorchSim batching all temperatures;
 measured on this machine (CPU, 1 thread, Li₃N 2×2×2, 32 atoms, 3 temperatures × 100 steps,
@@ -38,7 +41,8 @@ from gptff_core.errors import GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
 from gptff_flows.diffusion import MIN_MSD_A2
 from gptff_flows.finetune_md_jobs import DYNAMICS, finetune_job, md_job, summary_job
-from gptff_flows.jobs import DTYPES
+from gptff_flows.jobs import DTYPES, require_periodic
+from gptff_flows.options import absolute_dir
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,26 @@ ENSEMBLES = ("nvt", "npt", "nve")
 
 FAST_RECIPE = {"epochs": 10}
 """Default recipe overrides: 10 epochs (the paper's recipe otherwise, learning rate 2e-4)."""
+
+
+def checkpoint_smooth(model: str) -> bool:
+    """The smooth setting ``model`` carries: False for the registry's published networks, the
+    stored configuration for a checkpoint path (a toolkit checkpoint fine-tuned in smooth mode
+    says True).
+
+    Raises:
+        CheckpointError: the path is missing or not a readable checkpoint.
+    """
+    from gptff_core.checkpoint import PROJECT_FORMAT
+    from gptff_core.model import GPTFFConfig
+    from gptff_core.pretrained import PRETRAINED_MODELS, load_checkpoint_file, resolve_checkpoint
+
+    if isinstance(model, str) and model.strip().lower() in PRETRAINED_MODELS:
+        return False  # published checkpoints carry no envelopes
+    raw = load_checkpoint_file(resolve_checkpoint(model))
+    if raw.get("format") != PROJECT_FORMAT:
+        return False
+    return bool(GPTFFConfig.from_dict(raw.get("config", {})).smooth)
 
 
 @dataclass
@@ -78,10 +102,15 @@ class FineTuneMDMaker(Maker):
         valid_fraction: fraction of the frames split off for validation (whole trajectories).
         file_format: ASE format name or ``gptff-csv`` for ``train_files`` (None: guessed).
         dtype: ``"float32"`` or ``"float64"``.
-        smooth: C² cutoff envelopes for fine-tuning and MD (on by default: smooth MD).
+        smooth: C² cutoff envelopes for fine-tuning and MD. None (default): on when fine-tuning
+            (the network is trained with them and the MD conserves energy: see
+            ``docs/finetune_md.md``), and without fine-tuning the model's own setting (off for
+            the published networks: the MD runs exactly the published network). True/False
+            force it. :meth:`resolved_smooth` gives the value used; the MD documents record it.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         skin: Å, neighbour-list skin of the MD calculator.
-        plot_dir: directory of the PNG plots (None: no plots).
+        plot_dir: directory of the PNG plots (None: no plots); a relative path is resolved
+            against the working directory when the Maker is built.
     """
 
     name: str = "GPTFF fine-tune MD"
@@ -105,10 +134,26 @@ class FineTuneMDMaker(Maker):
     valid_fraction: float = 0.1
     file_format: str | None = None
     dtype: str = "float32"
-    smooth: bool | None = True
+    smooth: bool | None = None
     device: str = "cpu"
     skin: float = 1.0
     plot_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.plot_dir = absolute_dir(self.plot_dir)
+
+    def resolved_smooth(self) -> bool:
+        """Whether fine-tuning and MD use the C² envelopes (see ``smooth``).
+
+        Raises:
+            GPTFFInputError: ``smooth`` is not True, False or None; the model's checkpoint
+                cannot be read (without fine-tuning, a path's own setting is read from it).
+        """
+        if self.smooth is not None:
+            if not isinstance(self.smooth, bool):
+                raise GPTFFInputError(f"smooth must be True, False or None, got {self.smooth!r}")
+            return self.smooth
+        return True if self.finetune else checkpoint_smooth(self.model)
 
     def _validate(self, structure: Structure) -> None:
         from gptff_core.training import Recipe
@@ -178,7 +223,7 @@ class FineTuneMDMaker(Maker):
             species=self.species,
             charge=self.charge,
             dtype=self.dtype,
-            smooth=self.smooth,
+            smooth=self.resolved_smooth(),
             device=self.device,
             skin=float(self.skin),
             n_blocks=self.n_blocks,
@@ -198,8 +243,7 @@ class FineTuneMDMaker(Maker):
         ``train_documents`` (job outputs or references to them) and ``train_query`` (a job-store
         query, e.g. ``{"name": {"$regex": "static"}}``); ``valid_files`` replaces the split.
         """
-        if not isinstance(structure, Structure):
-            raise GPTFFInputError(f"structure must be a pymatgen Structure, got {type(structure)}")
+        require_periodic(structure)
         self._validate(structure)
         has_data = bool(train_files or train_documents or train_query)
         if self.finetune and not has_data:
@@ -216,6 +260,7 @@ class FineTuneMDMaker(Maker):
         valid = [str(Path(p).resolve()) for p in valid_files or []] or None
         jobs = []
         checkpoint = None
+        settings = self.settings()
         if self.finetune:
             finetune = finetune_job(
                 train_files=files or None,
@@ -227,7 +272,7 @@ class FineTuneMDMaker(Maker):
                 recipe=dict(self.recipe),
                 valid_fraction=self.valid_fraction,
                 dtype=self.dtype,
-                smooth=self.smooth,
+                smooth=settings["smooth"],
                 device=self.device,
                 seed=self.seed,
             )
@@ -235,7 +280,6 @@ class FineTuneMDMaker(Maker):
             finetune.update_metadata({"gptff_role": "finetune"})
             jobs.append(finetune)
             checkpoint = finetune.output.checkpoint
-        settings = self.settings()
         md_jobs = []
         for temperature in sorted(float(t) for t in self.temperatures):
             md = md_job(checkpoint, structure, temperature, settings, model=self.model)
@@ -245,6 +289,7 @@ class FineTuneMDMaker(Maker):
             )
             md_jobs.append(md)
         inputs = {**asdict(self), "train_files": files, "valid_files": valid}
+        inputs["smooth"] = settings["smooth"]  # as used, not None
         inputs["train_query"] = train_query
         inputs["dynamics"] = {k: v.__name__ for k, v in DYNAMICS.items()}[self.ensemble]
         inputs["min_msd_A2"] = MIN_MSD_A2

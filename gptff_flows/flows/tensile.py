@@ -27,7 +27,8 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
-from gptff_flows.jobs import DTYPES
+from gptff_flows.jobs import DTYPES, require_periodic
+from gptff_flows.options import absolute_dir
 from gptff_flows.tensile_jobs import tensile_step_job, tensile_summary_job
 
 TI_A, TI_C = 2.951, 4.686
@@ -82,7 +83,8 @@ class TensileMDMaker(Maker):
         skin: Å, neighbour-list skin of the calculator.
         tdamp: fs, Nosé–Hoover time constant (None: 100 time steps).
         two_theta_range: degrees, XRD range (Cu Kα₁).
-        plot_dir: directory of the PNG plots (None: no plots).
+        plot_dir: directory of the PNG plots (None: no plots); a relative path is resolved
+            against the working directory when the Maker is built.
     """
 
     name: str = "GPTFF tensile MD"
@@ -106,6 +108,9 @@ class TensileMDMaker(Maker):
     two_theta_range: tuple[float, float] = (30.0, 50.0)
     plot_dir: str | None = None
 
+    def __post_init__(self) -> None:
+        self.plot_dir = absolute_dir(self.plot_dir)
+
     def strains(self) -> list[float]:
         """Engineering strains of the steps: 0, strain_step, …, ≤ max_strain."""
         count = math.floor(self.max_strain / self.strain_step + 1e-9)
@@ -122,8 +127,7 @@ class TensileMDMaker(Maker):
             if not (isinstance(value, int) and value >= minimum):
                 raise GPTFFInputError(f"{field} must be an integer ≥ {minimum}, got {value!r}")
 
-        if not isinstance(structure, Structure):
-            raise GPTFFInputError(f"structure must be a pymatgen Structure, got {type(structure)}")
+        require_periodic(structure)
         if not structure.is_ordered:
             raise GPTFFInputError("structure must be ordered (one element per site)")
         positive("temperature", "K")
