@@ -6,7 +6,7 @@
   forces in eV/Å, stress as atomate2 stores it) plus a ``gptff`` provenance block; static, relax and
   MD jobs return it.
 * :class:`GPTFFEosDocument` — the result of :class:`~gptff_flows.flows.eos.GPTFFEosMaker`: the
-  fitted V0 (Å³/atom), E0 (eV/atom), B0 (GPa), B′ and the fitted curve.
+  fitted V0 (Å³/atom), E0 (eV/atom), B0 (GPa), B′, the fitted curve and the fit's verdict.
 """
 
 from __future__ import annotations
@@ -99,29 +99,89 @@ def with_provenance(doc, provenance: GPTFFProvenance):
 
 
 class EosFit(BaseModel):
-    """One equation-of-state fit, per atom of the cell."""
+    """One equation-of-state fit, per atom of the cell, with its verdict.
+
+    ``flags`` empty: nothing found against the fit. Otherwise short names, one human reason each
+    in ``flag_reasons`` (thresholds: :mod:`gptff_flows.eos_verdict`): ``poor_fit`` (RMS residual
+    or R²), ``jump_at_cutoff`` (an energy step off the curve where a neighbour distance crosses
+    the 5.0 Å or 3.5 Å cutoff), ``energy_jump`` (a step off the curve elsewhere),
+    ``b0_implausible``, ``b1_implausible``, ``e0_below_points``.
+    """
 
     eos: str = Field(description="pymatgen EOS name, e.g. 'birch_murnaghan'")
     v0_per_atom: float = Field(description="Å³/atom, equilibrium volume")
     e0_per_atom: float = Field(description="eV/atom, energy at the equilibrium volume")
     b0: float = Field(description="GPa, bulk modulus at V0")
     b1: float = Field(description="dimensionless pressure derivative B′ of the bulk modulus")
+    rms_residual_meV_per_atom: float | None = Field(
+        None, description="meV/atom, RMS of computed minus fitted energies at the points"
+    )
+    r_squared: float | None = Field(None, description="coefficient of determination of the fit")
+    step_misfit_meV_per_atom: float | None = Field(
+        None,
+        description="meV/atom, the largest difference, over neighbouring points, between the "
+        "computed energy step and the fitted one (a jump shows here)",
+    )
+    step_meV_per_atom: float | None = Field(
+        None, description="meV/atom, the computed energy step at that pair of points"
+    )
+    fitted_step_meV_per_atom: float | None = Field(
+        None, description="meV/atom, the fitted energy step at that pair of points"
+    )
+    step_volumes_per_atom: list[float] = Field(
+        default_factory=list, description="Å³/atom, the two volumes of that pair of points"
+    )
+    flags: list[str] = Field(default_factory=list, description="why not to trust the fit")
+    flag_reasons: list[str] = Field(default_factory=list, description="one sentence per flag")
+
+
+class CutoffCrossing(BaseModel):
+    """Pair distances that cross one of the network's cutoffs between two neighbouring points."""
+
+    cutoff: float = Field(description="Å, the cutoff crossed (5.0 bond, 3.5 three-body)")
+    kind: str = Field(description="'bond' or 'three-body'")
+    volumes_per_atom: list[float] = Field(description="Å³/atom, the two neighbouring points")
+    n_pairs: int = Field(description="number of atom pairs whose distance crosses the cutoff")
+    example: str = Field(description="one of them, e.g. 'Al–Al 4.960 → 5.079 Å'")
+
+
+EosVerdict = Literal["ok", "flagged", "refused"]
 
 
 class GPTFFEosDocument(BaseModel):
-    """Energy–volume data of one structure and its equation-of-state fit."""
+    """Energy–volume data of one structure, its equation-of-state fit and the fit's verdict.
+
+    ``verdict``: ``ok``; ``flagged`` (``fit`` is there but ``flags`` say why not to trust it);
+    ``refused`` (``fit`` is ``None``: the points show no minimum, ``flag_reasons`` says why; the
+    points are kept). Documents stored before verdicts existed have ``verdict`` ``None``.
+    """
 
     formula_pretty: str = Field(description="reduced formula, e.g. 'NaCl'")
     chemsys: str = Field(description="chemical system, elements joined by '-', e.g. 'Cl-Na'")
     nsites: int = Field(description="number of atoms in the cell that was strained")
     structure: Structure = Field(description="the relaxed structure the strains were applied to")
-    fit: EosFit = Field(description="the selected fit (Birch–Murnaghan by default)")
+    fit: EosFit | None = Field(
+        None, description="the selected fit (Birch–Murnaghan by default); None when refused"
+    )
     other_fits: list[EosFit] = Field(
         default_factory=list, description="the other EOS forms fitted to the same data"
     )
+    verdict: EosVerdict | None = Field(None, description="'ok', 'flagged' or 'refused'")
+    flags: list[str] = Field(
+        default_factory=list,
+        description="the selected fit's flags, or the refusal ('no_minimum', 'fit_failed')",
+    )
+    flag_reasons: list[str] = Field(default_factory=list, description="one sentence per flag")
+    cutoff_crossings: list[CutoffCrossing] = Field(
+        default_factory=list, description="cutoff crossings between neighbouring points"
+    )
     volumes_per_atom: list[float] = Field(description="Å³/atom, computed points (sorted)")
     energies_per_atom: list[float] = Field(description="eV/atom, computed points")
-    fitted_volumes_per_atom: list[float] = Field(description="Å³/atom, grid of the fitted curve")
-    fitted_energies_per_atom: list[float] = Field(description="eV/atom, the fitted curve")
+    fitted_volumes_per_atom: list[float] = Field(
+        default_factory=list, description="Å³/atom, grid of the fitted curve"
+    )
+    fitted_energies_per_atom: list[float] = Field(
+        default_factory=list, description="eV/atom, the fitted curve"
+    )
     plot_path: str | None = Field(None, description="PNG of the fit, when one was written")
     gptff: GPTFFProvenance = Field(description="the GPTFF network that produced this result")

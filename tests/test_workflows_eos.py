@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Composition
 
+from gptff_core.errors import ExitCode
+
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 sys.path.insert(0, str(WORKFLOWS))
 paper_eos = pytest.importorskip("paper_eos")
@@ -38,16 +40,58 @@ def test_parity_statistics_by_hand():
     r2, mape = paper_eos.parity_statistics(fitted, reference)
     assert r2 == pytest.approx(1 - 2 / 200)
     assert mape == pytest.approx(100 * (0.1 + 0.05 + 0) / 3)
+    assert paper_eos.parity_statistics(np.array([]), np.array([])) == (None, None)
+    assert paper_eos.parity_statistics(np.array([11.0]), np.array([10.0])) == (
+        None,
+        pytest.approx(10.0),
+    )
+
+
+def test_lif_is_refused_with_its_reason_and_no_crash(tmp_path, capsys):
+    """Issue 13: `--compounds LiF` crashed with `min() arg is an empty sequence` and never said
+    why the fit failed. The published network's LiF points drop by ~56 meV/atom where F–F pairs
+    cross 5 Å: no EOS minimum; the table, the summary and the exit code say so."""
+    args = ["--compounds", "LiF", "--store", str(tmp_path / "store"), "--out", str(tmp_path)]
+    assert paper_eos.main(args) == ExitCode.FAILED
+    (row,) = json.loads((tmp_path / "summary.json").read_text())["compounds"]
+    assert row["verdict"] == "refused" and row["v0_gptff"] is None
+    assert row["flags"] in ("no_minimum", "fit_failed") and "5 Å bond cutoff" in row["reason"]
+    out = capsys.readouterr().out
+    assert f"| LiF | rocksalt | – | {row['v0_reference']:.3f} | – | – | refused: " in out
+    assert f"LiF: refused ({row['flags']}): " in out
+    assert not (tmp_path / "v0_parity.png").exists()  # nothing to plot, and no crash
+
+
+def test_a_failed_job_is_a_row_with_its_reason(tmp_path, capsys, monkeypatch):
+    """A job that raises (here the fit job, injected) fails that compound only; the job and its
+    error are named; exit code 4."""
+
+    def broken(structures):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr("gptff_flows.flows.eos.cutoff_crossings", broken)
+    args = ["--compounds", "LiF", "--store", str(tmp_path / "store"), "--out", str(tmp_path)]
+    assert paper_eos.main(args) == ExitCode.FAILED
+    (row,) = json.loads((tmp_path / "summary.json").read_text())["compounds"]
+    assert row["verdict"] == "failed" and "RuntimeError: injected failure" in row["reason"]
+    assert "LiF: failed: " in capsys.readouterr().out
+
+
+EXIT_CODES = {"ok": ExitCode.OK, "flagged": ExitCode.FLAGGED, "refused": ExitCode.FAILED}
 
 
 def test_one_compound_end_to_end_and_rerun_from_the_store(tmp_path):
+    """NaCl's fit is flagged with the published network (its third shell crosses 5 Å inside
+    ±2 %); the exit code says so, and V0 is still near the experimental one."""
     args = ["--compounds", "NaCl", "--store", str(tmp_path / "store"), "--out", str(tmp_path)]
-    assert paper_eos.main(args) == 0
+    code = paper_eos.main(args)
     summary = json.loads((tmp_path / "summary.json").read_text())
     (row,) = summary["compounds"]
+    assert code == EXIT_CODES[row["verdict"]]
+    assert (row["verdict"] == "ok") == (row["flags"] == "") == (row["reason"] is None)
     assert row["v0_gptff"] == pytest.approx(row["v0_reference"], rel=0.05)
     assert (tmp_path / "v0_parity.png").stat().st_size > 0
-    assert paper_eos.main(args) == 0  # found in the store, not recomputed
+    assert paper_eos.main(args) == code  # found in the store, not recomputed
     rerun = json.loads((tmp_path / "summary.json").read_text())
     assert rerun["compounds"] == summary["compounds"]
     assert rerun["seconds"] < summary["seconds"]

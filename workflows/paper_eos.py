@@ -33,11 +33,19 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 from tqdm.auto import tqdm
 
+from gptff_core.errors import ComputationError, ExitCode
+from gptff_core.paths import check_output_dir
+
 DATA = Path(__file__).with_name("data") / "eos_compounds.json"
 LINEAR_STRAIN = (-0.02, 0.02)
 """Strains of the EOS points around the relaxed cell (±6 % in volume): wider ranges cross the
 published network's 3.5 Å three-body cutoff in stiff oxides (MgO: Mg–O at 3.65 Å reaches it at
-−4 %), where its energy jumps (README, known flaws)."""
+−4 %), where its energy jumps (README, known flaws). Even ±2 % crosses a shell in some compounds
+(NaCl's third shell, 4.97 Å in GPTFF's cell, crosses 5 Å at +0.7 %); their fits are flagged, with
+the crossing named in the reason."""
+VERDICTS = ("ok", "flagged", "refused", "failed")
+"""A compound's outcome: its fit trusted, flagged (see ``flags``), refused (no minimum inside the
+points: no V0), or the flow failed (``reason`` says which job and why)."""
 SMALL = ["NaCl", "MgO", "CsCl", "GaAs", "CaF2", "SrTiO3", "ZnO", "NiAl"]
 """The default subset: one compound of each structure type."""
 
@@ -78,38 +86,55 @@ def reference_volumes(entries: list[dict], path: str | None, column: str | None)
     return {row["name"]: float(row[column]) for row in rows if row[column].strip()}
 
 
-def parity_statistics(fitted: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """(R², MAPE in %) of fitted against reference volumes."""
-    residual = np.sum((fitted - reference) ** 2)
-    total = np.sum((reference - reference.mean()) ** 2)
-    return 1 - residual / total, 100 * float(np.mean(np.abs(fitted - reference) / reference))
+def parity_statistics(
+    fitted: np.ndarray, reference: np.ndarray
+) -> tuple[float | None, float | None]:
+    """(R², MAPE in %) of fitted against reference volumes; None where undefined (no volumes;
+    R² also needs two different reference volumes)."""
+    fitted, reference = np.asarray(fitted, dtype=float), np.asarray(reference, dtype=float)
+    if fitted.size == 0:
+        return None, None
+    mape = 100 * float(np.mean(np.abs(fitted - reference) / reference))
+    total = float(np.sum((reference - reference.mean()) ** 2))
+    if total == 0:
+        return None, mape
+    return 1 - float(np.sum((fitted - reference) ** 2)) / total, mape
 
 
-def plot_parity(rows: list[dict], r2: float, mape: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_parity(rows: list[dict], r2: float | None, mape: float | None, path: Path) -> None:
+    """Parity plot of fitted against reference V0 (Å³/atom); flagged fits as open red circles."""
+    from matplotlib.figure import Figure
 
     fitted = [r["v0_gptff"] for r in rows]
     reference = [r["v0_reference"] for r in rows]
     low, high = min(fitted + reference) * 0.95, max(fitted + reference) * 1.05
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     ax.plot([low, high], [low, high], color="grey", lw=1)
-    ax.scatter(reference, fitted, s=18)
+    for verdict, style in (
+        ("ok", dict(s=18)),
+        ("flagged", dict(s=18, facecolors="none", edgecolors="firebrick")),
+    ):
+        chosen = [r for r in rows if r["verdict"] == verdict]
+        ax.scatter([r["v0_reference"] for r in chosen], [r["v0_gptff"] for r in chosen],
+                   label=verdict, **style)  # fmt: skip
     for row in rows:
         ax.annotate(row["name"], (row["v0_reference"], row["v0_gptff"]), fontsize=6)
+    title = "no trusted fit" if r2 is None else f"R² = {r2:.3f}, MAPE = {mape:.1f} % (ok fits)"
     ax.set(xlim=(low, high), ylim=(low, high), xlabel="reference V0 (Å³/atom)",
-           ylabel="GPTFF V0 (Å³/atom)", title=f"R² = {r2:.3f}, MAPE = {mape:.1f} %")  # fmt: skip
+           ylabel="GPTFF V0 (Å³/atom)", title=title)  # fmt: skip
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
-    plt.close(fig)
 
 
 def _fits(queries, store, flow_name: str) -> list[dict]:
-    """Stored EOS fits of exactly this flow name."""
+    """Stored EOS results of exactly this flow name that carry a verdict (one stored before
+    verdicts existed is computed again)."""
     return [
-        r for r in queries.eos_results(store, flow_name=flow_name) if r["flow_name"] == flow_name
+        r
+        for r in queries.eos_results(store, flow_name=flow_name)
+        if r["flow_name"] == flow_name and r["verdict"] is not None
     ]
 
 
@@ -148,9 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    from gptff_flows import queries
     from gptff_flows.flows.eos import GPTFFEosMaker
-    from gptff_flows.run import run_flow, submit_flow
+    from gptff_flows.run import submit_flow
     from gptff_flows.stores import describe_store, open_job_store
 
     entries = json.loads(DATA.read_text())["compounds"]
@@ -172,60 +196,99 @@ def main(argv: list[str] | None = None) -> int:
         print("when they are done, run this again without --submit, with --store on the "
               "project's job store, for the table")  # fmt: skip
         return 0
+    out = check_output_dir(args.out, "--out")  # before any work
     store = open_job_store(args.store)
     print(f"{len(entries)} compounds, {args.model} {args.dtype}, store {describe_store(store)}",
           file=sys.stderr)  # fmt: skip
     started = time.perf_counter()
-    rows = []
-    for seed, entry in enumerate(tqdm(entries, desc="EOS", unit="compound")):
-        name = _flow_name(entry, args)
-        if not _fits(queries, store, name):
-            maker = GPTFFEosMaker(name=name, model=args.model, dtype=args.dtype,
-                                  smooth=args.smooth or None, relax_fmax=args.fmax,
-                                  linear_strain=LINEAR_STRAIN)  # fmt: skip
-            try:
-                run_flow(
-                    maker.make(unrelaxed(published_structure(entry), args.strain, seed)), store
-                )
-            except RuntimeError as error:  # a job failed; the others are stored
-                print(f"{entry['name']}: {error} (run with --compounds {entry['name']} "
-                      "and GPTFF's log to see why)", file=sys.stderr)  # fmt: skip
-        fits = _fits(queries, store, name)
-        fit = fits[-1] if fits else {"v0_per_atom": None, "b0": None, "e0_per_atom": None}
-        rows.append({
-            "name": entry["name"], "type": entry["type"], "v0_gptff": fit["v0_per_atom"],
-            "v0_reference": references.get(entry["name"]), "b0_gpa": fit["b0"],
-            "e0_per_atom": fit["e0_per_atom"],
-        })  # fmt: skip
+    rows = [
+        _compound_row(entry, seed, args, store, references)
+        for seed, entry in enumerate(tqdm(entries, desc="EOS", unit="compound"))
+    ]
     elapsed = time.perf_counter() - started
-
-    compared = [r for r in rows if r["v0_reference"] is not None and r["v0_gptff"] is not None]
-    for row in compared:
-        row["error_percent"] = 100 * (row["v0_gptff"] / row["v0_reference"] - 1)
-    r2, mape = parity_statistics(
-        np.array([r["v0_gptff"] for r in compared]), np.array([r["v0_reference"] for r in compared])
-    )
-    print("| compound | type | V0 GPTFF (Å³/atom) | V0 reference | error (%) | B0 (GPa) |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        if row["v0_gptff"] is None:
-            print(f"| {row['name']} | {row['type']} | fit failed | – | – | – |")
-            continue
-        error = f"{row['error_percent']:+.2f}" if "error_percent" in row else "–"
-        reference = f"{row['v0_reference']:.3f}" if row["v0_reference"] else "–"
-        print(f"| {row['name']} | {row['type']} | {row['v0_gptff']:.3f} | {reference} | {error} "
-              f"| {row['b0_gpa']:.1f} |")  # fmt: skip
-    failed = sum(row["v0_gptff"] is None for row in rows)
-    print(f"\nR² = {r2:.4f}, MAPE = {mape:.2f} % over {len(compared)} compounds "
-          f"({failed} fits failed); {elapsed:.0f} s")  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    plot_parity(compared, r2, mape, out / "v0_parity.png")
-    summary = {"model": args.model, "dtype": args.dtype, "smooth": args.smooth, "r2": r2,
-               "mape_percent": mape, "seconds": elapsed, "compounds": rows}  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary = _report(rows, args, elapsed)
+    plotted = [r for r in rows if r["v0_gptff"] is not None and r["v0_reference"] is not None]
+    if plotted:
+        plot_parity(plotted, summary["r2"], summary["mape_percent"], out / "v0_parity.png")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
     print(f"plot and summary in {out}/", file=sys.stderr)
-    return 1 if failed else 0
+    if any(row["verdict"] in ("failed", "refused") for row in rows):
+        return ExitCode.FAILED
+    return ExitCode.FLAGGED if any(row["verdict"] == "flagged" for row in rows) else ExitCode.OK
+
+
+def _compound_row(entry: dict, seed: int, args, store, references: dict) -> dict:
+    """Run (unless stored) and read back one compound's EOS: its row of the table, with the
+    verdict (``ok``, ``flagged``, ``refused``, ``failed``) and the reason when not ok."""
+    from gptff_flows import queries
+    from gptff_flows.flows.eos import GPTFFEosMaker, run_eos_flow
+
+    name = _flow_name(entry, args)
+    error = None
+    if not _fits(queries, store, name):
+        maker = GPTFFEosMaker(name=name, model=args.model, dtype=args.dtype,
+                              smooth=args.smooth or None, relax_fmax=args.fmax,
+                              linear_strain=LINEAR_STRAIN)  # fmt: skip
+        try:
+            run_eos_flow(
+                maker.make(unrelaxed(published_structure(entry), args.strain, seed)), store
+            )
+        except ComputationError as exc:  # a job failed; the others are stored
+            error = str(exc)
+    fits = _fits(queries, store, name)
+    fit = fits[-1] if fits else {}
+    row = {"name": entry["name"], "type": entry["type"], "v0_gptff": fit.get("v0_per_atom"),
+           "v0_reference": references.get(entry["name"]), "b0_gpa": fit.get("b0"),
+           "e0_per_atom": fit.get("e0_per_atom"), "verdict": fit.get("verdict") or "ok",
+           "flags": fit.get("flags") or "", "reason": fit.get("flag_reasons") or None}  # fmt: skip
+    if not fits:
+        row |= {"verdict": "failed", "reason": error or "no EOS result was stored"}
+    if row["v0_gptff"] is not None and row["v0_reference"] is not None:
+        row["error_percent"] = 100 * (row["v0_gptff"] / row["v0_reference"] - 1)
+    return row
+
+
+def _statistics_line(stats: dict, label: str) -> str:
+    """``R² = …, MAPE = … %`` of ``stats`` (``label``: "" or "_with_flagged"); – if undefined."""
+    r2, mape = stats[f"r2{label}"], stats[f"mape_percent{label}"]
+    r2_text = "–" if r2 is None else f"{r2:.4f}"
+    return f"R² = {r2_text}, MAPE = {'–' if mape is None else f'{mape:.2f}'} %"
+
+
+def _report(rows: list[dict], args, elapsed: float) -> dict:
+    """Print the table, the statistics and the reason of every fit that is not ok; the summary.
+    R² and MAPE are over the trusted (``ok``) fits; ``*_with_flagged`` include flagged ones."""
+    print(
+        "| compound | type | V0 GPTFF (Å³/atom) | V0 reference | error (%) | B0 (GPa) | verdict |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        verdict = row["verdict"] + (f": {row['flags']}" if row["flags"] else "")
+        v0, b0 = row["v0_gptff"], row["b0_gpa"]
+        reference = f"{row['v0_reference']:.3f}" if row["v0_reference"] else "–"
+        error = f"{row['error_percent']:+.2f}" if "error_percent" in row else "–"
+        v0, b0 = "–" if v0 is None else f"{v0:.3f}", "–" if b0 is None else f"{b0:.1f}"
+        print(f"| {row['name']} | {row['type']} | {v0} | {reference} | {error} | {b0} "
+              f"| {verdict} |")  # fmt: skip
+    stats = {}
+    for label, verdicts in (("", ("ok",)), ("_with_flagged", ("ok", "flagged"))):
+        chosen = [r for r in rows if r["verdict"] in verdicts and "error_percent" in r]
+        r2, mape = parity_statistics([r["v0_gptff"] for r in chosen],
+                                     [r["v0_reference"] for r in chosen])  # fmt: skip
+        stats |= {f"r2{label}": r2, f"mape_percent{label}": mape}
+        stats[f"n_compared{label}"] = len(chosen)
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    print(f"\n{_statistics_line(stats, '')} over {stats['n_compared']} trusted fits "
+          f"({counts['flagged']} flagged, {counts['refused']} refused, {counts['failed']} failed); "
+          f"{elapsed:.0f} s")  # fmt: skip
+    print(f"{_statistics_line(stats, '_with_flagged')} over {stats['n_compared_with_flagged']} "
+          "fits, flagged ones included")  # fmt: skip
+    for row in rows:
+        if row["verdict"] != "ok":
+            flags = f" ({row['flags']})" if row["flags"] else ""
+            print(f"{row['name']}: {row['verdict']}{flags}: {row['reason']}")
+    return {"model": args.model, "dtype": args.dtype, "smooth": args.smooth, **stats,
+            "counts": counts, "seconds": elapsed, "compounds": rows}  # fmt: skip
 
 
 if __name__ == "__main__":

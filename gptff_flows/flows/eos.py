@@ -5,7 +5,10 @@ structure (it need not be relaxed) is relaxed with its cell free, strained isotr
 ``number_of_frames`` times over ``linear_strain``, each strained cell is relaxed at fixed cell,
 and a last job fits every EOS form pymatgen knows and writes a
 :class:`~gptff_flows.schemas.GPTFFEosDocument` for the chosen form: V0 (Å³/atom), E0 (eV/atom),
-B0 (GPa), B′ and the fitted curve, plus the provenance of the relaxations. atomate2's own
+B0 (GPa), B′ and the fitted curve, the fit's verdict (``ok``, ``flagged`` with its flags and
+reasons, or ``refused`` when the points show no minimum: see :mod:`gptff_flows.eos_verdict`)
+and the provenance of the relaxations. A structure that is not a 3D bulk is refused by
+:meth:`GPTFFEosMaker.make`, before any job is made. atomate2's own
 fitting job (``postprocessor``) is off by default — the last job does its work — which saves one
 job per flow (a process start under jobflow-remote); pass one to have its output too.
 """
@@ -13,29 +16,30 @@ job per flow (a process start under jobflow-remote); pass one to have its output
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ase import units
 from atomate2.common.jobs.eos import EOSPostProcessor
 from atomate2.forcefields.flows.eos import ForceFieldEosMaker
 from jobflow import CURRENT_JOB, Flow, Maker, job
-from pymatgen.analysis.eos import EOS, EOSError
+from pymatgen.analysis.eos import EOS
 from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
 
-from gptff_core.errors import GPTFFInputError
+from gptff_core.errors import ComputationError, GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
+from gptff_flows.eos_geometry import check_bulk, cutoff_crossings
+from gptff_flows.eos_verdict import MIN_POINTS, EosRefused, fit_eos
 from gptff_flows.jobs import GPTFFRelaxMaker
-from gptff_flows.schemas import EosFit, GPTFFEosDocument, GPTFFProvenance
+from gptff_flows.options import absolute_dir
+from gptff_flows.schemas import GPTFFEosDocument, GPTFFProvenance
 
 logger = logging.getLogger(__name__)
 
 EOS_FORMS = ("birch_murnaghan", "murnaghan", "birch", "pourier_tarantola", "vinet")
 """pymatgen EOS names this flow can report."""
-
-MIN_POINTS = 4
-"""Energy–volume points a 4-parameter EOS fit needs."""
 
 CURVE_POINTS = 60
 """Volumes on which the fitted curve is stored."""
@@ -59,7 +63,8 @@ class GPTFFEosMaker(ForceFieldEosMaker):
         initial_relax_maker, eos_relax_maker: default to GPTFF relaxations with the fields above
             (cell free, then cell fixed); pass your own :class:`GPTFFRelaxMaker` to change more.
         postprocessor: atomate2's EOS fitting job, run before the last job (default none).
-        plot_dir: directory for a PNG of the fit written by the last job (``None``: no plot).
+        plot_dir: directory for a PNG of the fit written by the last job (``None``: no plot);
+            a relative path is resolved against the working directory when the Maker is built.
     """
 
     name: str = "GPTFF EOS"
@@ -86,6 +91,7 @@ class GPTFFEosMaker(ForceFieldEosMaker):
             )
         if self.socket:
             raise GPTFFInputError("socket=True is not supported by GPTFFEosMaker; leave it False")
+        self.plot_dir = absolute_dir(self.plot_dir)  # jobs run elsewhere (run_flow's temp dir)
         options = dict(model=self.model, dtype=self.dtype, smooth=self.smooth, device=self.device)
         relax_kwargs = {"fmax": self.relax_fmax}
         if self.initial_relax_maker is None:
@@ -101,7 +107,13 @@ class GPTFFEosMaker(ForceFieldEosMaker):
                 )
 
     def make(self, structure: Structure, prev_dir: str | Path | None = None) -> Flow:
-        """The EOS flow of ``structure``; its output is a ``GPTFFEosDocument``."""
+        """The EOS flow of ``structure``; its output is a ``GPTFFEosDocument``.
+
+        Raises:
+            StructureError: ``structure`` is not a 3D bulk (see
+                :func:`~gptff_flows.eos_geometry.check_bulk`), before any job is made.
+        """
+        check_bulk(AseAtomsAdaptor.get_atoms(structure), label=structure.composition.formula)
         flow = super().make(structure, prev_dir=prev_dir)
         relaxations = [j for j in flow.jobs if j.name.startswith(self.eos_relax_maker.name)]
         flow.jobs[0].update_metadata({"gptff_role": "eos_initial_relax"})
@@ -121,39 +133,38 @@ class GPTFFEosMaker(ForceFieldEosMaker):
         return flow
 
 
-def fit_eos(volumes: list[float], energies: list[float], form: str) -> EosFit:
-    """Fit ``form`` to per-atom volumes (Å³/atom) and energies (eV/atom).
-
-    Raises:
-        GPTFFInputError: the fit failed or gave a non-physical result (no minimum, B0 ≤ 0).
-    """
-    try:
-        fitted = EOS(eos_name=form).fit(volumes, energies)
-    except EOSError as exc:
-        raise GPTFFInputError(f"{form} fit failed: {exc}") from exc
-    b0 = float(fitted.b0) / units.GPa
-    values = (fitted.v0, fitted.e0, b0, fitted.b1)
-    if not all(np.isfinite(values)) or b0 <= 0:
-        raise GPTFFInputError(
-            f"{form} fit gave V0={fitted.v0} Å³/atom, B0={b0} GPa: the points do not bracket a "
-            "minimum; widen linear_strain or relax the structure first"
-        )
-    return EosFit(
-        eos=form,
-        v0_per_atom=float(fitted.v0),
-        e0_per_atom=float(fitted.e0),
-        b0=b0,
-        b1=float(fitted.b1),
-    )
-
-
 def _fitted_curve(
     form: str, volumes: np.ndarray, energies: np.ndarray
 ) -> tuple[list[float], list[float]]:
     """The fitted E(V) (eV/atom) of ``form`` on a grid spanning ``volumes`` (Å³/atom)."""
     grid = np.linspace(volumes.min(), volumes.max(), CURVE_POINTS)
-    fitted = EOS(eos_name=form).fit(volumes.tolist(), energies.tolist())
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        fitted = EOS(eos_name=form).fit(volumes.tolist(), energies.tolist())
     return grid.tolist(), np.asarray(fitted.func(grid), dtype=float).tolist()
+
+
+def _fits(volumes: np.ndarray, energies: np.ndarray, eos: str, crossings: list) -> dict:
+    """The selected fit with its verdict, or its refusal, and the other forms that fit."""
+    others = []
+    for form in EOS_FORMS:
+        if form != eos:
+            try:
+                others.append(fit_eos(volumes, energies, form, crossings))
+            except GPTFFInputError as exc:
+                logger.info("%s", exc)
+    try:
+        fit = fit_eos(volumes, energies, eos, crossings)
+    except EosRefused as exc:
+        logger.info("EOS refused: %s", exc)
+        return dict(fit=None, other_fits=others, verdict="refused", flags=[exc.flag],
+                    flag_reasons=[str(exc)])  # fmt: skip
+    curve_v, curve_e = _fitted_curve(eos, volumes, energies)
+    for reason in fit.flag_reasons:
+        logger.info("EOS fit flagged: %s", reason)
+    return dict(fit=fit, other_fits=others, verdict="flagged" if fit.flags else "ok",
+                flags=fit.flags, flag_reasons=fit.flag_reasons,
+                fitted_volumes_per_atom=curve_v, fitted_energies_per_atom=curve_e)  # fmt: skip
 
 
 @job
@@ -163,7 +174,9 @@ def summarize_eos(
     eos: str = "birch_murnaghan",
     plot_dir: str | None = None,
 ) -> GPTFFEosDocument:
-    """Per-atom EOS document from atomate2's EOS flow output (``eos_output["relax"]``)."""
+    """Per-atom EOS document from atomate2's EOS flow output (``eos_output["relax"]``): the fit
+    and its verdict (``ok``, ``flagged`` or ``refused``, see :mod:`gptff_flows.eos_verdict`).
+    A refused fit still gives a document (the computed points, no fit) rather than a failed job."""
     relax = eos_output["relax"]
     structures = [
         s if isinstance(s, Structure) else Structure.from_dict(s) for s in relax["structure"]
@@ -173,59 +186,73 @@ def summarize_eos(
     energies = np.asarray(relax["energy"], dtype=float) / n_atoms
     order = np.argsort(volumes)
     volumes, energies = volumes[order], energies[order]
-    fit = fit_eos(volumes.tolist(), energies.tolist(), eos)
-    others = []
-    for form in EOS_FORMS:
-        if form != eos:
-            try:
-                others.append(fit_eos(volumes.tolist(), energies.tolist(), form))
-            except GPTFFInputError as exc:
-                logger.warning("%s", exc)
-    curve_v, curve_e = _fitted_curve(eos, volumes, energies)
+    crossings = cutoff_crossings([AseAtomsAdaptor.get_atoms(structures[k]) for k in order])
     reference = structures[0]
     doc = GPTFFEosDocument(
         formula_pretty=reference.composition.reduced_formula,
         chemsys=reference.composition.chemical_system,
         nsites=n_atoms,
         structure=reference,
-        fit=fit,
-        other_fits=others,
+        cutoff_crossings=crossings,
         volumes_per_atom=volumes.tolist(),
         energies_per_atom=energies.tolist(),
-        fitted_volumes_per_atom=curve_v,
-        fitted_energies_per_atom=curve_e,
         gptff=GPTFFProvenance.model_validate(provenance).model_copy(update={"job_type": "eos"}),
+        **_fits(volumes, energies, eos, crossings),
     )
     if plot_dir is not None:
         uuid = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else "local"
         path = Path(plot_dir) / f"eos_{doc.formula_pretty}_{uuid[:8]}.png"
-        doc.plot_path = str(plot_eos(doc, path))
+        try:
+            doc.plot_path = str(plot_eos(doc, path))
+        except OSError as exc:  # the fit is kept: a plot is never worth losing the result
+            logger.warning("EOS plot not written to %s: %s", path, exc)
     return doc
 
 
 def plot_eos(doc: GPTFFEosDocument | dict, path: str | Path) -> Path:
-    """Write a PNG of the computed points and the fitted curve (eV/atom vs Å³/atom) to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Write a PNG of the computed points and the fitted curve (eV/atom vs Å³/atom) to ``path``;
+    the title carries the verdict (the flags, or why the fit was refused)."""
+    from matplotlib.figure import Figure
 
     doc = GPTFFEosDocument.model_validate(doc) if isinstance(doc, dict) else doc
     fit = doc.fit
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(5, 4), dpi=120)
+    figure = Figure(figsize=(5, 4), dpi=120)
+    axes = figure.subplots()
     axes.plot(doc.volumes_per_atom, doc.energies_per_atom, "o", label="GPTFF")
-    axes.plot(doc.fitted_volumes_per_atom, doc.fitted_energies_per_atom, "-", label=fit.eos)
+    title = f"{doc.formula_pretty} ({doc.gptff.model_name})"
+    if fit is not None:
+        axes.plot(doc.fitted_volumes_per_atom, doc.fitted_energies_per_atom, "-", label=fit.eos)
+        title += f": V0 {fit.v0_per_atom:.3f} Å³/atom, B0 {fit.b0:.1f} GPa"
+    if doc.flags:
+        word = "FLAGGED" if fit is not None else "NO FIT"
+        title += f"\n{word}: {', '.join(doc.flags)}"
     axes.set_xlabel("volume (Å³/atom)")
     axes.set_ylabel("energy (eV/atom)")
-    axes.set_title(
-        f"{doc.formula_pretty} ({doc.gptff.model_name}): V0 {fit.v0_per_atom:.3f} Å³/atom, "
-        f"B0 {fit.b0:.1f} GPa",
-        fontsize=9,
-    )
+    axes.set_title(title, fontsize=9, color="firebrick" if doc.flags else "black")
     axes.legend()
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
     return path
+
+
+def run_eos_flow(flow: Flow, store, **options) -> GPTFFEosDocument:
+    """Run an EOS ``flow`` (from :meth:`GPTFFEosMaker.make`) with
+    :func:`~gptff_flows.run.run_flow` into ``store``; its document (the verdict included).
+
+    Raises:
+        ComputationError: a job failed (run_flow names the job and its cause); completed jobs
+            stay stored.
+    """
+    from gptff_flows.run import run_flow
+
+    try:
+        with warnings.catch_warnings():  # jobflow's own FutureWarnings are not the user's
+            warnings.filterwarnings("ignore", category=FutureWarning, module="jobflow")
+            responses = run_flow(flow, store, **options)
+    except ComputationError:
+        raise
+    except RuntimeError as exc:  # jobflow's bare "Flow did not finish running successfully"
+        raise ComputationError(f"{flow.name}: {exc}") from exc
+    return responses[flow.output.uuid][1].output
