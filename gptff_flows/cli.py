@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import sys
-import warnings
 from pathlib import Path
 
-from gptff_core.cli import arg, command, read_structures
+from gptff_core.cli import arg, command, dump_json, read_structures
 from gptff_core.errors import GPTFFInputError
 
 STORE_HELP = (
@@ -35,7 +33,7 @@ def open_store(location: str | None, *, create: bool = True):
         raise GPTFFInputError(
             f"this command needs the flows extra ({exc.name} is missing): pip install -e '.[flows]'"
         ) from None
-    return open_job_store(location)
+    return open_job_store(location, create=create)
 
 
 def store_relaxation(store, result, calculator, model: str) -> str:
@@ -69,7 +67,13 @@ def store_relaxation(store, result, calculator, model: str) -> str:
         "The structure is relaxed (cell free), strained isotropically, each strained cell relaxed\n"
         "at fixed cell, and the energies fitted. V0 in Å³/atom, E0 in eV/atom, B0 in GPa.\n"
         "Results are written to the store job by job; `gptff results` finds them later.\n"
-        "Exit codes: 0 all fitted; 1 bad input or a flow failed (the others still ran)."
+        "Each fit carries a verdict: ok, flagged (poor_fit, jump_at_cutoff, energy_jump,\n"
+        "b0_implausible, b1_implausible, e0_below_points; a warning line says why) or refused\n"
+        "(no_minimum, fit_failed: no V0 inside the points; the points stay stored). A structure\n"
+        "that is not a 3D bulk (a molecule, a slab with vacuum, isolated atoms) is refused\n"
+        "before any work.\n"
+        "Exit codes: 0 all fits ok; 1 bad input (nothing run); 3 a fit is flagged; 4 a fit was\n"
+        "refused or a flow failed (the others still ran and are stored)."
     ),
 )
 def cmd_eos(args: argparse.Namespace) -> int:
@@ -78,17 +82,28 @@ def cmd_eos(args: argparse.Namespace) -> int:
     if args.points < 3:
         raise GPTFFInputError(f"--points must be at least 3, got {args.points}")
     inputs = [(path, atoms) for path in args.files for _, atoms in read_structures(path, "-1")]
+    try:
+        from gptff_flows.eos_geometry import check_bulk
+    except ImportError as exc:
+        raise GPTFFInputError(
+            f"this command needs the flows extra ({exc.name} is missing): pip install -e '.[flows]'"
+        ) from None
+    for path, atoms in inputs:  # before any work: a slab or a molecule has no bulk EOS
+        check_bulk(atoms, label=path)
     store = open_store(args.store)
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from gptff_flows.flows.eos import GPTFFEosMaker
-    from gptff_flows.run import run_flow
+    from gptff_core.errors import ComputationError, ExitCode
+    from gptff_core.paths import check_output_dir
+    from gptff_flows.flows.eos import GPTFFEosMaker, run_eos_flow
     from gptff_flows.stores import describe_store, store_dir
 
     plot_dir = None
     if not args.no_plot:
         home = store_dir(store)
         plot_dir = args.plot_dir or (str(home / "plots") if home is not None else None)
+        if plot_dir is not None:
+            plot_dir = str(check_output_dir(plot_dir, "--plot-dir"))
     maker = GPTFFEosMaker(
         model=args.model,
         dtype=args.dtype,
@@ -110,28 +125,43 @@ def cmd_eos(args: argparse.Namespace) -> int:
         named = dataclasses.replace(maker, name=f"{maker.name} {Path(path).name}")
         flow = named.make(AseAtomsAdaptor.get_structure(atoms))
         try:
-            with warnings.catch_warnings():  # jobflow's own FutureWarnings are not the user's
-                warnings.filterwarnings("ignore", category=FutureWarning, module="jobflow")
-                responses = run_flow(flow, store)
-        except RuntimeError as exc:
+            doc = run_eos_flow(flow, store)
+        except ComputationError as exc:
             failed.append(path)
             print(f"gptff: error: EOS of {path} failed: {exc}", file=sys.stderr)
             continue
-        doc = responses[flow.output.uuid][1].output
-        fit = doc.fit
-        rows.append(
-            dict(file=path, formula=doc.formula_pretty, n_atoms=doc.nsites, eos=fit.eos)
-            | dict(v0_per_atom=fit.v0_per_atom, b0=fit.b0, e0_per_atom=fit.e0_per_atom)
-            | dict(b1=fit.b1, plot=doc.plot_path, uuid=flow.output.uuid)
-        )
+        rows.append(_eos_row(path, doc, flow.output.uuid))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        dump_json(rows)
     else:
-        _print_table(rows, _COLUMNS["eos_run"])
+        table = [row | {"flags": ",".join(row["flags"])} for row in rows]
+        _print_table(table, _COLUMNS["eos_run"])
         print(f"stored in {describe_store(store)}")
         if plot_dir is not None and rows:
             print(f"plots in {plot_dir}")
-    return 1 if failed else 0
+    for row in rows:
+        if row["verdict"] != "ok":
+            what = "no EOS fit" if row["verdict"] == "refused" else "EOS fit flagged"
+            print(
+                f"gptff: warning: {row['file']}: {what} ({', '.join(row['flags'])}): "
+                + "; ".join(row["flag_reasons"]),
+                file=sys.stderr,
+            )
+    if failed or any(row["verdict"] == "refused" for row in rows):
+        return ExitCode.FAILED
+    return ExitCode.FLAGGED if any(row["verdict"] == "flagged" for row in rows) else ExitCode.OK
+
+
+def _eos_row(path: str, doc, uuid: str) -> dict:
+    """One ``gptff eos`` result: the fit (None values when refused) and its verdict."""
+    fit = doc.fit.model_dump() if doc.fit is not None else {}
+    row = dict(file=path, formula=doc.formula_pretty, n_atoms=doc.nsites, eos=fit.get("eos"))
+    for key in ("v0_per_atom", "e0_per_atom", "b0", "b1", "rms_residual_meV_per_atom"):
+        row[key] = fit.get(key)
+    for key in ("r_squared", "step_misfit_meV_per_atom", "step_volumes_per_atom"):
+        row[key] = fit.get(key)
+    row |= dict(verdict=doc.verdict, flags=doc.flags, flag_reasons=doc.flag_reasons)
+    return row | dict(plot=doc.plot_path, uuid=uuid)
 
 
 @command(
@@ -169,11 +199,12 @@ def cmd_results(args: argparse.Namespace) -> int:
         )
     if args.csv and args.json:
         raise GPTFFInputError("choose one of --csv and --json")
-    store = open_store(args.store)
     from gptff_flows import queries
 
     filters = dict(formula=args.formula, chemsys=args.chemsys, flow_name=args.flow_name)
     filters |= dict(job_name=args.job_name, since=args.since, until=args.until)
+    queries.check_filters(**filters)  # a bad formula or date is named before the store
+    store = open_store(args.store, create=False)  # a read-only command never creates one
     tables = {}
     if args.kind in ("all", "eos"):
         tables["eos"] = queries.eos_results(store, **filters)
@@ -192,7 +223,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.kind == "jobs":
         tables["jobs"] = queries.gptff_jobs(store, **filters)
     if args.json:
-        print(json.dumps(tables if args.kind == "all" else tables[args.kind], indent=2))
+        dump_json(tables if args.kind == "all" else tables[args.kind])
     elif args.csv:
         rows = tables[args.kind]
         writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["uuid"])
@@ -213,17 +244,19 @@ _TITLES = {
     "jobs": "GPTFF jobs",
 }
 _COLUMNS = {
-    "eos": "formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f model:s "
-    "completed_at:time flow_name:s",
+    "eos": "formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f "
+    "rms_residual_meV_per_atom:.3f r_squared:.5f verdict:s flags:s model:s completed_at:time "
+    "flow_name:s",
     "relax": "formula:s n_atoms:d energy_per_atom_eV:.5f volume_per_atom:.4f converged:s "
     "model:s completed_at:time job_name:s",
-    "finetune-md": "formula:s species:s finetuned:s temperatures:s diffusivities:s "
-    "activation_energy:.3f "
-    "activation_energy_error:.3f conductivity_300K:.3g completed_at:time flow_name:s",
+    "finetune-md": "formula:s species:s finetuned:s smooth:s temperatures:s mean_temperatures:s "
+    "diffusivities:s activation_energy:.3f activation_energy_error:.3f conductivity_300K:.3g "
+    "flags:s completed_at:time flow_name:s",
     "tensile": "formula:s n_atoms:d temperature:g strains:s fcc_percent:s fcc_onset_strain:g "
-    "completed_at:time flow_name:s",
+    "verdict:s completed_at:time flow_name:s",
     "jobs": "job_type:s formula:s n_atoms:d model:s completed_at:time job_name:s flow_name:s",
-    "eos_run": "file:s formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f",
+    "eos_run": "file:s formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f "
+    "rms_residual_meV_per_atom:.3f r_squared:.5f verdict:s flags:s",
 }
 """Table columns: ``key:format`` (``s`` text, ``time`` a timestamp, else a format spec)."""
 _HEADERS = {
@@ -231,6 +264,8 @@ _HEADERS = {
     "e0_per_atom": "E0 (eV/atom)",
     "b0": "B0 (GPa)",
     "b1": "B'",
+    "rms_residual_meV_per_atom": "RMS (meV/atom)",
+    "r_squared": "R²",
     "n_atoms": "atoms",
     "energy_per_atom_eV": "E/atom (eV)",
     "volume_per_atom": "V/atom (Å³)",
@@ -245,6 +280,7 @@ _HEADERS = {
     "activation_energy_error": "±Ea (eV)",
     "conductivity_300K": "σ300K (mS/cm)",
     "temperatures": "T (K)",
+    "mean_temperatures": "<T> (K)",
     "diffusivities": "D (cm²/s)",
     "temperature": "T (K)",
     "strains": "strain (%)",

@@ -103,6 +103,12 @@ def _criteria(
     return criteria
 
 
+def check_filters(**filters) -> None:
+    """Refuse filters that are not understood (a formula, chemical system or date), with
+    :class:`GPTFFInputError`, before any store is opened."""
+    _criteria(**filters)
+
+
 def _get(doc: dict, dotted: str):
     for key in dotted.split("."):
         if not isinstance(doc, dict) or key not in doc:
@@ -139,27 +145,35 @@ def eos_results(store: JobStore, **filters) -> list[dict]:
     """EOS fits: one record per structure, oldest first.
 
     Keys: ``formula``, ``chemsys``, ``n_atoms``, ``eos``, ``v0_per_atom`` (Å³/atom),
-    ``e0_per_atom`` (eV/atom), ``b0`` (GPa), ``b1``, ``n_points``, ``plot_path``, the provenance
-    (``model``, ``checkpoint_sha256``, ``dtype``, ``smooth``), ``job_name``, ``flow_name``,
-    ``completed_at``, ``uuid``. ``filters``: see the module docstring.
+    ``e0_per_atom`` (eV/atom), ``b0`` (GPa), ``b1``, ``rms_residual_meV_per_atom``,
+    ``r_squared``, ``step_misfit_meV_per_atom`` (the fit's quality), ``verdict`` (``ok``,
+    ``flagged``, ``refused``: then the fit values are None; None for results stored before
+    verdicts existed), ``flags`` (names joined by ``,``), ``flag_reasons`` (joined by `` | ``),
+    ``n_points``, ``plot_path``, the provenance (``model``, ``checkpoint_sha256``, ``dtype``,
+    ``smooth``), ``job_name``, ``flow_name``, ``completed_at``, ``uuid``. ``filters``: see the
+    module docstring.
     """
     criteria = {"output.@class": EOS_DOCUMENT, **_criteria(**filters)}
     properties = [*_FORMULA, "output.fit", "output.volumes_per_atom", "output.plot_path"]
+    properties += ["output.verdict", "output.flags", "output.flag_reasons"]
     records = []
     for doc in _query(store, criteria, properties):
         fit = _get(doc, "output.fit") or {}
         record = _base_record(doc)
+        record |= {key: fit.get(key) for key in _EOS_FIT_KEYS}
         record |= {
-            "eos": fit.get("eos"),
-            "v0_per_atom": fit.get("v0_per_atom"),
-            "e0_per_atom": fit.get("e0_per_atom"),
-            "b0": fit.get("b0"),
-            "b1": fit.get("b1"),
+            "verdict": _get(doc, "output.verdict"),
+            "flags": ",".join(_get(doc, "output.flags") or []),
+            "flag_reasons": " | ".join(_get(doc, "output.flag_reasons") or []),
             "n_points": len(_get(doc, "output.volumes_per_atom") or []),
             "plot_path": _get(doc, "output.plot_path"),
         }
         records.append(record)
     return records
+
+
+_EOS_FIT_KEYS = ("eos", "v0_per_atom", "e0_per_atom", "b0", "b1", "rms_residual_meV_per_atom",
+                 "r_squared", "step_misfit_meV_per_atom")  # fmt: skip
 
 
 def relaxations(store: JobStore, include_eos_points: bool = False, **filters) -> list[dict]:
@@ -227,7 +241,8 @@ def _campaign_docs(store: JobStore, campaign: str | None) -> list[dict]:
 def screening_campaigns(store: JobStore, campaign: str | None = None) -> list[dict]:
     """Screening campaigns (their latest run), oldest first: ``campaign``, ``candidates``,
     counts by status (``relaxed``, ``not_converged``, ``failed``), ``stored_before``,
-    ``computed``, ``wall_time`` (s, first job start to analysis end), ``model``,
+    ``computed``, ``failed_phases``, ``status`` (``ranked``, ``no_candidates``, ``no_results``)
+    and ``message`` (why not ranked), ``wall_time`` (s, first job start to analysis end), ``model``,
     ``checkpoint_sha256``, ``dtype``, ``fmax`` (eV/Å), ``min_atoms``, ``completed_at``."""
     records = []
     for doc in _campaign_docs(store, campaign):
@@ -243,6 +258,9 @@ def screening_campaigns(store: JobStore, campaign: str | None = None) -> list[di
                 "failed": counts.get("failed"),
                 "stored_before": counts.get("stored_before"),
                 "computed": counts.get("computed"),
+                "failed_phases": counts.get("failed_phases"),
+                "status": output.get("status", "ranked"),
+                "message": output.get("message"),
                 "wall_time": None if start is None or end is None else end - start,
                 "model": settings.get("model"),
                 "checkpoint_sha256": settings.get("checkpoint_sha256"),
@@ -277,7 +295,10 @@ def screening_results(
     ``prototype_id``, ``status``, ``e_form_per_atom`` and ``e_above_hull`` (eV/atom),
     ``energy_per_atom`` (eV/atom, cell-policy supercell), ``decomposition`` (text
     ``"Li3YCl6:0.50 LiCl:0.50"``, atom fractions), ``n_steps``, ``converged``, ``error``,
-    ``stored_before``, ``key``, ``completed_at``.
+    ``hull_references`` (``"elements only"``: no competing phase in its chemical system, so
+    ``e_above_hull`` equals ``e_form_per_atom``), ``flags`` (see
+    :data:`gptff_flows.screening_schemas.FLAG_HELP`), ``stored_before``, ``key``,
+    ``completed_at``.
     """
     wanted_chemsys = _chemsys(chemsys) if chemsys else None
     wanted_formula = _reduced_formula(formula) if formula else None
@@ -314,6 +335,8 @@ def screening_results(
                     "n_steps": entry.get("n_steps"),
                     "converged": entry.get("converged"),
                     "error": entry.get("error"),
+                    "hull_references": entry.get("hull_references"),
+                    "flags": list(entry.get("flags") or []),
                     "stored_before": entry.get("stored_before"),
                     "key": entry["key"],
                     "completed_at": doc.get("completed_at"),

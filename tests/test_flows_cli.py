@@ -98,3 +98,51 @@ def test_bad_input_exits_1(capsys, tmp_path, cif, argv, message):
     code, _, err = _run(capsys, *argv, "--store", tmp_path / "store")
     assert code == 1
     assert err.startswith("gptff: error:") and message in err
+
+
+def test_results_never_creates_a_store(capsys, tmp_path):
+    """`gptff results --store /typo/dir` created an empty store there and printed '(none)'."""
+    typo = tmp_path / "typo" / "dir"
+    code, out, err = _run(capsys, "results", "--store", typo)
+    assert code == 1 and out == ""
+    assert err.startswith(f"gptff: error: no store at {typo}") and err.count("\n") == 1
+    assert not (tmp_path / "typo").exists()
+
+
+def _stored_relaxation(capsys, tmp_path):
+    path = tmp_path / "NaCl.cif"
+    ase.io.write(path, bulk("NaCl", "rocksalt", a=5.64))
+    store = tmp_path / "store"
+    code, _, err = _run(capsys, "relax", path, "--store", store, "--fmax", "0.5")
+    assert code == 0, err
+    return store
+
+
+@pytest.mark.parametrize("damage", ["deleted outputs", "not a database"])
+def test_a_damaged_store_is_one_line_and_exit_1(capsys, tmp_path, monkeypatch, damage):
+    """A deleted collection read as an empty store; a damaged one gave a 47-line traceback."""
+    monkeypatch.chdir(tmp_path)  # gptff relax writes ./NaCl_relaxed.cif
+    store = _stored_relaxation(capsys, tmp_path)
+    assert _run(capsys, "results", "--kind", "relax", "--store", store)[1].count("NaCl") == 1
+    outputs = store / "gptff" / "outputs.collection"
+    if damage == "deleted outputs":
+        outputs.unlink()
+    else:
+        outputs.write_bytes(b"garbage!" * 512)
+    for argv in (["results"], ["relax", tmp_path / "NaCl.cif"]):  # readers and writers
+        code, out, err = _run(capsys, *argv, "--store", store)
+        assert code == 1 and out == ""
+        assert err.startswith(f"gptff: error: the store at {store}") and err.count("\n") == 1
+        assert "is damaged" in err and "restore it from a backup" in err
+
+
+def test_an_unreachable_mongodb_is_one_line_before_any_work(capsys, cif, tmp_path, monkeypatch):
+    """It failed only after the work, with a 72-line traceback."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GPTFF_STORE_TIMEOUT", "0.3")
+    uri = "mongodb://me:hunter2@127.0.0.1:1/gptff"
+    for argv in (["results"], ["eos", cif], ["relax", cif]):
+        code, out, err = _run(capsys, *argv, "--store", uri)
+        assert code == 1 and out == ""
+        assert err.startswith("gptff: error: cannot reach MongoDB mongodb://me:***@127.0.0.1:1")
+        assert err.count("\n") == 1 and "hunter2" not in err

@@ -237,3 +237,39 @@ def _stop_daemon(jf: str, env: dict) -> None:
     if stopped.returncode != 0:
         subprocess.run([jf, "runner", "kill"], env=env, capture_output=True, timeout=120)
         subprocess.run([jf, "runner", "shutdown"], env=env, capture_output=True, timeout=120)
+
+
+def test_submit_without_a_project_says_how_to_create_one(tmp_path, monkeypatch):
+    """`--submit` with no jobflow-remote project configured gave a traceback."""
+    import jobflow_remote
+
+    from gptff_core.errors import StoreError
+    from gptff_flows.run import submit_flow
+
+    folder = tmp_path / "projects"
+    monkeypatch.setattr(jobflow_remote.SETTINGS, "projects_folder", str(folder))
+    monkeypatch.setattr(jobflow_remote.SETTINGS, "project", None)
+    flow = _eos_flow("not submitted")
+    with pytest.raises(StoreError, match="no jobflow-remote project in") as caught:
+        submit_flow(flow, worker="local")
+    assert "jf project generate" in str(caught.value) and "\n" not in str(caught.value)
+
+    _write_project(folder, _project(tmp_path, "gptff_test", {"type": "MemoryStore"}))
+    with pytest.raises(StoreError, match="no jobflow-remote project 'other'"):
+        submit_flow(flow, worker="local", project="other")
+    with pytest.raises(StoreError, match=r"has no worker 'slurm' \(it has: local\)"):
+        submit_flow(flow, worker="slurm")
+
+
+def test_workflow_submit_with_an_empty_jfremote_is_one_line(tmp_path):
+    """A user without ~/.jfremote runs a paper workflow with --submit: one line, exit 1."""
+    script = Path(__file__).resolve().parents[1] / "workflows" / "paper_eos.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JFREMOTE_")}
+    env |= {"HOME": str(tmp_path), "PYTHONPATH": str(script.parents[1])}
+    run = subprocess.run(
+        [sys.executable, str(script), "--compounds", "NaCl", "--submit", "local"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith("paper_eos.py: error: no jobflow-remote project in")
+    assert run.stderr.count("\n") == 1 and "jf project generate" in run.stderr

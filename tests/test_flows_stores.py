@@ -13,8 +13,10 @@ import pytest
 pytest.importorskip("jobflow")
 pytest.importorskip("montydb")
 
+from gptff_core.errors import StoreError
 from gptff_flows import stores
 from gptff_flows.stores import (
+    CHECKSUM_FIELD,
     describe_store,
     local_job_store,
     open_job_store,
@@ -136,7 +138,7 @@ def test_mongodb_credentials_are_redacted():
     uri = "mongodb://alice:s3cr%40t@db.example.org:27017/results?authSource=admin"
     assert "s3cr" not in redact_uri(uri)
     assert redact_uri(uri).startswith("mongodb://alice:***@db.example.org")
-    store = open_job_store(uri)  # not connected: no server is contacted
+    store = open_job_store(uri, check=False)  # no server is contacted
     description = describe_store(store)
     assert "s3cr" not in description and "results" in description
     assert store.additional_stores["data"].__class__.__name__ == "GridFSStore"
@@ -166,3 +168,193 @@ def test_real_mongodb_round_trip():
     finally:
         store.remove_docs({"uuid": doc["uuid"]})
         store.close()
+
+
+# ---------------------------------------------------------------- checks when a store is opened
+
+
+def _filled_store(directory, n=40):
+    """``n`` job documents, each with a 50-number array in the "data" store; their outputs."""
+    store = local_job_store(directory)
+    store.connect()
+    outputs = {}
+    for i in range(n):
+        doc = _job_doc("w", i)
+        doc["output"]["trajectory"] = [0.25 * i + j / 7 for j in range(50)]
+        store.update(doc, save={"data": ["trajectory"]})
+        outputs[doc["uuid"]] = doc["output"]
+    store.close()
+    return outputs
+
+
+def _read_all(directory) -> dict:
+    store = open_job_store(directory, create=False)
+    store.connect()
+    return {d["uuid"]: d["output"] for d in store.query({}, load=True)}
+
+
+def test_read_only_open_never_creates_a_store(tmp_path, monkeypatch):
+    """`gptff results --store /typo/dir` created an empty store and printed '(none)'."""
+    typo = tmp_path / "typo" / "dir"
+    with pytest.raises(StoreError, match="no store at") as caught:
+        open_job_store(typo, create=False)
+    assert str(typo) in str(caught.value)
+    assert not (tmp_path / "typo").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(StoreError, match="no store at"):
+        open_job_store(empty, create=False)
+    assert list(empty.iterdir()) == []
+    monkeypatch.delenv(stores.STORE_ENV, raising=False)
+    monkeypatch.setenv(stores.STORE_DIR_ENV, str(tmp_path / "default"))
+    with pytest.raises(StoreError, match="no store at"):
+        open_job_store(create=False)
+    assert not (tmp_path / "default").exists()
+    open_job_store(create=True)  # writers create it
+    assert open_job_store(create=False).docs_store.database_path == str(tmp_path / "default")
+
+
+@pytest.mark.parametrize("collection", ["outputs", "data"])
+@pytest.mark.parametrize("create", [True, False])
+def test_a_deleted_collection_file_is_damage_not_an_empty_store(tmp_path, collection, create):
+    _filled_store(tmp_path / "store", n=2)
+    (tmp_path / "store" / "gptff" / f"{collection}.collection").unlink()
+    with pytest.raises(StoreError, match=rf"damaged \(gptff/{collection}.collection missing\)"):
+        open_job_store(tmp_path / "store", create=create)
+    assert not (tmp_path / "store" / "gptff" / f"{collection}.collection").exists()
+
+
+def test_a_collection_deleted_while_open_is_damage(tmp_path):
+    _filled_store(tmp_path / "store", n=2)
+    store = open_job_store(tmp_path / "store")
+    store.connect()
+    (tmp_path / "store" / "gptff" / "outputs.collection").unlink()
+    with pytest.raises(StoreError, match=r"outputs\.collection is missing"):
+        store.query_one({})
+
+
+def test_an_unreachable_mongodb_is_refused_up_front(monkeypatch):
+    monkeypatch.setenv(stores.STORE_TIMEOUT_ENV, "0.3")
+    assert stores.store_timeout() == 0.3
+    with pytest.raises(StoreError, match="cannot reach MongoDB") as caught:
+        open_job_store("mongodb://alice:s3cret@127.0.0.1:1/results")
+    message = str(caught.value)
+    assert "s3cret" not in message and "alice:***@" in message and "\n" not in message
+    assert "0.3 s" in message and stores.STORE_TIMEOUT_ENV in message
+    monkeypatch.setenv(stores.STORE_TIMEOUT_ENV, "soon")
+    with pytest.raises(StoreError, match="number of seconds"):
+        open_job_store("mongodb://127.0.0.1:1/results")
+
+
+# ---------------------------------------------------------------- integrity of the embedded store
+
+
+def test_documents_carry_a_checksum_that_reads_strip(tmp_path):
+    import hashlib
+
+    import bson
+    from montydb import MontyClient
+
+    outputs = _filled_store(tmp_path / "store", n=3)
+    raw = MontyClient(str(tmp_path / "store"))["gptff"]["outputs"].find_one({"uuid": "w-1"})
+    content = {k: v for k, v in raw.items() if k not in ("_id", CHECKSUM_FIELD)}
+    assert raw[CHECKSUM_FIELD] == hashlib.sha256(bson.encode(content)).hexdigest()
+    store = open_job_store(tmp_path / "store", create=False)
+    store.connect()
+    doc = store.query_one({"uuid": "w-1"}, load=True)
+    assert CHECKSUM_FIELD not in doc and doc["output"] == outputs["w-1"]
+
+
+def test_documents_without_a_checksum_still_read(tmp_path):
+    """Stores written before checksums: their documents read as they are."""
+    from montydb import MontyClient
+
+    _filled_store(tmp_path / "store", n=1)
+    legacy = MontyClient(str(tmp_path / "store"))["gptff"]["outputs"]
+    legacy.insert_one({"uuid": "old", "index": 1, "output": {"value": 1.5}})
+    store = open_job_store(tmp_path / "store", create=False)
+    store.connect()
+    assert store.query_one({"uuid": "old"})["output"] == {"value": 1.5}
+
+
+def _flip(path, offset: int, bit: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_a_number_is_refused_naming_the_document(tmp_path):
+    import struct
+
+    outputs = _filled_store(tmp_path / "store", n=5)
+    target = outputs["w-3"]["trajectory"][17]
+    path = tmp_path / "store" / "gptff" / "data.collection"
+    packed = struct.pack("<d", target)
+    assert path.read_bytes().count(packed) == 1
+    _flip(path, path.read_bytes().index(packed) + 7, 4)  # an exponent bit: a very different value
+    with pytest.raises(StoreError, match="does not match its checksum") as caught:
+        _read_all(tmp_path / "store")
+    assert "data.collection" in str(caught.value) and "restore it from a backup" in str(
+        caught.value
+    )
+    store = open_job_store(tmp_path / "store", create=False)
+    store.connect()  # the documents themselves are intact; only the damaged blob is refused
+    assert store.query_one({"uuid": "w-1"}, load=False)["output"]["value"] == 1
+
+
+def test_random_bit_flips_never_change_a_result(tmp_path):
+    """The reported failure: 3 random bit flips in data.collection silently changed 6 of 40
+    results. Now every read gives the stored numbers exactly, or a StoreError."""
+    import random
+
+    directory = tmp_path / "store"
+    outputs = _filled_store(directory)
+    path = directory / "gptff" / "data.collection"
+    pristine = path.read_bytes()
+    rng = random.Random(13)
+    verdicts = {"same": 0, "refused": 0}
+    for _ in range(25):
+        data = bytearray(pristine)
+        for _ in range(3):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+        try:
+            got = _read_all(directory)
+        except StoreError as error:
+            assert "damaged" in str(error) and "\n" not in str(error)
+            verdicts["refused"] += 1
+            continue
+        assert got == outputs
+        verdicts["same"] += 1
+    assert verdicts["refused"] > 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["header", "bson key"],
+)
+def test_an_unreadable_store_is_one_store_error(tmp_path, damage):
+    """A damaged SQLite file gave a 47-line sqlite traceback."""
+    import struct
+
+    outputs = _filled_store(tmp_path / "store", n=3)
+    path = tmp_path / "store" / "gptff" / "outputs.collection"
+    data = bytearray(path.read_bytes())
+    if damage == "header":
+        data[:16] = b"not a database!!"
+    else:  # a key of one BSON document made invalid UTF-8: it no longer decodes
+        value = struct.pack("<i", outputs["w-1"]["value"])
+        at = data.index(b"\x10value\x00" + value)
+        data[at + 1 : at + 6] = b"va\xffue"
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="is damaged") as caught:
+        _read_all(tmp_path / "store")
+    assert "\n" not in str(caught.value) and "restore it from a backup" in str(caught.value)
+
+
+def test_a_garbled_configuration_is_rewritten_and_nothing_lost(tmp_path):
+    outputs = _filled_store(tmp_path / "store", n=2)
+    (tmp_path / "store" / ".monty.storage").write_text("garbage")
+    (tmp_path / "store" / "monty.storage.cfg").unlink()
+    assert _read_all(tmp_path / "store") == outputs
+    assert (tmp_path / "store" / ".monty.storage").read_text().strip() == "sqlite"
