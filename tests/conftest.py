@@ -67,3 +67,14 @@ def kernel(request, monkeypatch):
     else:
         monkeypatch.setattr(native, "usable", lambda *tensors: False)
     return kernel
+
+
+@pytest.fixture(scope="module")
+def emt_frames():
+    """(train, valid): 8 and 4 EMT-labelled frames of Cu–Au cells (tests of training)."""
+    from training_fixtures import emt_configurations
+
+    from gptff_core.training import frames_from_structures
+
+    frames = frames_from_structures(emt_configurations(12, seed=5))
+    return frames[:8], frames[8:]

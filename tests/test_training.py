@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from ase import units
-from training_fixtures import TINY, emt_configurations
+from training_fixtures import TINY, emt_configurations, fit_tiny
 
 from gptff_core import GPTFFCalculator, load_model
 from gptff_core.cli import main
@@ -19,17 +19,6 @@ from gptff_core.evaluate import evaluate
 from gptff_core.training import Recipe, Trainer, frames_from_structures, new_network
 from gptff_core.training.loss import LossWeights, loss_terms, make_batch
 from gptff_core.training.metrics import FramePredictions, error_metrics
-
-
-@pytest.fixture(scope="module")
-def emt_frames():
-    frames = frames_from_structures(emt_configurations(12, seed=5))
-    return frames[:8], frames[8:]
-
-
-def _fit(tmp_path, frames, recipe, **kwargs):
-    trainer = Trainer(new_network(TINY, seed=1), recipe, progress=False)
-    return trainer, trainer.fit(*frames, tmp_path, **kwargs)
 
 
 def test_missing_labels_are_masked_out_of_the_loss(emt_frames):
@@ -56,7 +45,7 @@ def test_resume_equals_uninterrupted_training(tmp_path, emt_frames):
     recipe = Recipe(
         epochs=3, learning_rate=1e-3, max_structures_per_batch=3, ema_decay=0.9, warmup_steps=2
     )
-    _, straight = _fit(tmp_path / "straight", emt_frames, recipe)
+    _, straight = fit_tiny(tmp_path / "straight", emt_frames, recipe)
 
     class Crash(Exception):
         pass
@@ -66,8 +55,8 @@ def test_resume_equals_uninterrupted_training(tmp_path, emt_frames):
             raise Crash
 
     with pytest.raises(Crash):
-        _fit(tmp_path / "resumed", emt_frames, recipe, on_epoch_end=crash_after_first)
-    _, resumed = _fit(tmp_path / "resumed", emt_frames, recipe, resume=True)
+        fit_tiny(tmp_path / "resumed", emt_frames, recipe, on_epoch_end=crash_after_first)
+    _, resumed = fit_tiny(tmp_path / "resumed", emt_frames, recipe, resume=True)
     assert [r.epoch for r in resumed.history] == [0, 1, 2, 3]
     for a, b in zip(straight.history, resumed.history, strict=True):
         assert b.train_loss == (None if a.train_loss is None else pytest.approx(a.train_loss))
@@ -77,12 +66,12 @@ def test_resume_equals_uninterrupted_training(tmp_path, emt_frames):
         resumed.last_predictions.energies, straight.last_predictions.energies, rtol=1e-6
     )
     with pytest.raises(GPTFFInputError, match="recipe"):
-        _fit(tmp_path / "resumed", emt_frames, Recipe(epochs=4), resume=True)
+        fit_tiny(tmp_path / "resumed", emt_frames, Recipe(epochs=4), resume=True)
 
 
 def test_checkpoint_loads_in_calculator_and_predicts_the_last_validation(tmp_path, emt_frames):
     recipe = Recipe(epochs=2, learning_rate=1e-3, max_structures_per_batch=4)
-    _, result = _fit(tmp_path, emt_frames, recipe)
+    _, result = fit_tiny(tmp_path, emt_frames, recipe)
     calculator = GPTFFCalculator(model=result.last_checkpoint)
     for k, frame in enumerate(emt_frames[1]):
         atoms = frame.atoms.copy()
@@ -170,7 +159,7 @@ def test_early_stopping_without_improvement_keeps_the_refit(tmp_path, emt_frames
     reference refit (epoch 0): the run stops after ``patience`` epochs and best.pt is the refit,
     so training can never hand back a model worse than the refit alone."""
     recipe = Recipe(epochs=6, learning_rate=1e-30, final_learning_rate=0.0, patience=2)
-    _, result = _fit(tmp_path, emt_frames, recipe)
+    _, result = fit_tiny(tmp_path, emt_frames, recipe)
     assert result.stopped_early
     assert [r.epoch for r in result.history] == [0, 1, 2]
     assert result.best_epoch == 0

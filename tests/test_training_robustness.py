@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from ase.calculators.singlepoint import SinglePointCalculator
-from training_fixtures import TINY, emt_configurations
+from training_fixtures import TINY, emt_configurations, fit_tiny
 
 from gptff_core import load_model
 from gptff_core.cli import main
@@ -28,17 +28,6 @@ from gptff_core.training.references import fit_reference_energies, reference_fit
 
 SCRATCH = ["--from-scratch", "--config", "atom_feature_len=8", "--config", "bond_feature_len=8",
            "--config", "n_layers=1", "--config", "transformer=false"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def emt_frames():
-    frames = frames_from_structures(emt_configurations(12, seed=5))
-    return frames[:8], frames[8:]
-
-
-def _fit(out, frames, recipe, **kwargs):
-    trainer = Trainer(new_network(TINY, seed=1), recipe, progress=False)
-    return trainer, trainer.fit(*frames, out, **kwargs)
 
 
 def _write_extxyz(path, count=10, seed=7, energies=None):
@@ -151,8 +140,8 @@ def test_force_outliers_and_non_finite_labels(tmp_path, emt_frames):
     strong = dataclasses.replace(train[2], forces=train[2].forces * 1e4)
     recipe = Recipe(epochs=1, max_structures_per_batch=4)
     with pytest.raises(GPTFFInputError, match=rf"{train[2].label}: a force of .* > 100 eV/Å"):
-        _fit(tmp_path / "a", ([*train[:2], strong, *train[3:]], valid), recipe)
-    _, result = _fit(
+        fit_tiny(tmp_path / "a", ([*train[:2], strong, *train[3:]], valid), recipe)
+    _, result = fit_tiny(
         tmp_path / "b",
         ([*train[:2], strong, *train[3:]], valid),
         dataclasses.replace(recipe, drop_outliers=True),
@@ -160,7 +149,7 @@ def test_force_outliers_and_non_finite_labels(tmp_path, emt_frames):
     assert [o["position"] for o in result.outliers["dropped"]] == [2] and result.n_train == 7
     nan = dataclasses.replace(valid[1], energy=float("nan"))
     with pytest.raises(GPTFFInputError, match="energy label is not finite"):
-        _fit(
+        fit_tiny(
             tmp_path / "c",
             (train, [valid[0], nan]),
             dataclasses.replace(recipe, drop_outliers=True),
@@ -184,8 +173,8 @@ def test_mixed_precision_evaluates_and_trains_on_cpu(tmp_path, emt_frames):
     assert float((mixed.forces - exact.forces).abs().max()) < 0.15 * float(exact.forces.abs().max())
 
     recipe = Recipe(epochs=1, learning_rate=1e-3, max_structures_per_batch=4)
-    _, full = _fit(tmp_path / "full", emt_frames, recipe)
-    _, half = _fit(
+    _, full = fit_tiny(tmp_path / "full", emt_frames, recipe)
+    _, half = fit_tiny(
         tmp_path / "mixed", emt_frames, dataclasses.replace(recipe, mixed_precision=True)
     )
     assert half.history[1].skipped_batches == 0
@@ -199,8 +188,8 @@ def test_resume_extends_the_run_over_a_replanned_cosine(tmp_path, emt_frames):
     recipe = Recipe(
         epochs=2, learning_rate=1e-3, final_learning_rate=1e-5, max_structures_per_batch=4
     )
-    _, first = _fit(tmp_path, emt_frames, recipe)
-    _, extended = _fit(tmp_path, emt_frames, dataclasses.replace(recipe, epochs=4), resume=True)
+    _, first = fit_tiny(tmp_path, emt_frames, recipe)
+    _, extended = fit_tiny(tmp_path, emt_frames, dataclasses.replace(recipe, epochs=4), resume=True)
     assert [r.epoch for r in extended.history] == [0, 1, 2, 3, 4]
     for a, b in zip(first.history, extended.history[:3], strict=True):
         assert a.metrics == b.metrics  # epochs 1-2 are the first run's
@@ -211,9 +200,9 @@ def test_resume_extends_the_run_over_a_replanned_cosine(tmp_path, emt_frames):
         assert record.learning_rate == pytest.approx(expected, rel=1e-12)
     changed = dataclasses.replace(recipe, epochs=5, learning_rate=2e-3, seed=3)
     with pytest.raises(GPTFFInputError, match=r"learning_rate \(0.001 → 0.002\), seed \(0 → 3\)"):
-        _fit(tmp_path, emt_frames, changed, resume=True)
+        fit_tiny(tmp_path, emt_frames, changed, resume=True)
     with pytest.raises(GPTFFInputError, match="already completed 4 epochs"):
-        _fit(tmp_path, emt_frames, dataclasses.replace(recipe, epochs=3), resume=True)
+        fit_tiny(tmp_path, emt_frames, dataclasses.replace(recipe, epochs=3), resume=True)
 
 
 def test_cli_resume_keeps_or_extends_the_saved_epochs(tmp_path, capsys):
@@ -262,7 +251,7 @@ def test_training_state_with_a_flipped_bit_is_not_resumed(tmp_path, emt_frames):
     from test_checkpoint_integrity import flip_exponent_bit
 
     recipe = Recipe(epochs=1, max_structures_per_batch=4)
-    _fit(tmp_path, emt_frames, recipe)
+    fit_tiny(tmp_path, emt_frames, recipe)
     member = flip_exponent_bit(tmp_path / "training_state.pt")
     with pytest.raises(GPTFFInputError, match=f"Training state .* is damaged.*{member}"):
-        _fit(tmp_path, emt_frames, recipe, resume=True)
+        fit_tiny(tmp_path, emt_frames, recipe, resume=True)

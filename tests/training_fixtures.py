@@ -140,3 +140,12 @@ def emt_configurations(
         atoms.get_stress()
         configurations.append(atoms)
     return configurations
+
+
+def fit_tiny(out, frames, recipe, **kwargs):
+    """A tiny network from scratch (seed 1) trained on ``frames`` = (train, valid) into ``out``;
+    returns (trainer, result)."""
+    from gptff_core.training import Trainer, new_network
+
+    trainer = Trainer(new_network(TINY, seed=1), recipe, progress=False)
+    return trainer, trainer.fit(*frames, out, **kwargs)
