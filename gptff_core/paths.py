@@ -11,13 +11,14 @@ from pathlib import Path
 from gptff_core.errors import GPTFFInputError
 
 
-def _probe_directory(directory: Path, label: str) -> None:
-    """Refuse ``directory`` unless a file can be created in it (tries one, then removes it)."""
+def _probe_directory(directory: Path, what: str) -> None:
+    """Refuse ``directory`` unless a file can be created in it (tries one, then removes it);
+    ``what`` names the option and path in the message."""
     try:
         handle, name = tempfile.mkstemp(prefix=".gptff-probe-", dir=directory)
     except OSError as error:
         raise GPTFFInputError(
-            f"{label} {directory}: cannot write there ({error.strerror or error}); "
+            f"{what}: cannot write in {directory} ({error.strerror or error}); "
             "choose a directory you can write to"
         ) from None
     os.close(handle)
@@ -36,7 +37,7 @@ def check_output_file(path: str | os.PathLike, label: str = "output") -> Path:
     parent = path.parent
     if not parent.is_dir():
         raise GPTFFInputError(f"{label} {path}: directory {parent} does not exist")
-    _probe_directory(parent, label)
+    _probe_directory(parent, f"{label} {path}")
     return path
 
 
@@ -53,7 +54,7 @@ def check_output_dir(path: str | os.PathLike, label: str = "output directory") -
             f"{label} {path}: cannot create it ({error.strerror or error}); "
             "choose a directory you can write to"
         ) from None
-    _probe_directory(path, label)
+    _probe_directory(path, f"{label} {path}")
     return path
 
 

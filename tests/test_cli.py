@@ -236,7 +236,7 @@ def relax_must_not_run(monkeypatch):
 
 @pytest.mark.parametrize(
     "output, message",
-    [("a_directory", "is a directory"), ("/proc/NaCl.cif", "cannot write there")],
+    [("a_directory", "is a directory"), ("/proc/NaCl.cif", "cannot write in /proc")],
     ids=["existing-directory", "unwritable"],
 )
 def test_relax_output_is_checked_before_the_work(
