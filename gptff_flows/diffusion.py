@@ -72,7 +72,15 @@ in T changes D by a factor exp(0.3) ≈ 1.35, about D's own statistical error on
 TEMPERATURE_SIGMAS = 3.0
 """Multiples of the expected canonical standard deviation of the mean temperature added to the
 relative tolerance (3σ: a correctly thermostatted run is flagged by chance in 0.3 % of runs)."""
-EXCLUDING_FLAGS = frozenset({"not_diffusive", "framework_mobile", "temperature_not_reached"})
+MAX_VOLUME_CHANGE = 0.15
+"""Fraction by which the production mean volume of an NPT run may differ from the volume it
+started from before the run is flagged ``volume_unstable``. Thermal expansion of solids from 0 K
+to their melting point is a few per cent in volume (Al: about 7 %; alkali halides about 10 %), so
+a larger change means the network does not hold the crystal together (the published v2 swells
+Li₃YCl₆ by 80–180 % at 500–700 K) and D describes another material."""
+EXCLUDING_FLAGS = frozenset(
+    {"not_diffusive", "framework_mobile", "temperature_not_reached", "volume_unstable"}
+)
 """Per-temperature flags that leave a temperature out of the Arrhenius fit."""
 
 FLAG_HELP = {
@@ -84,6 +92,9 @@ FLAG_HELP = {
     "large_error": f"D's relative error above {MAX_RELATIVE_ERROR}",
     "framework_mobile": f"a framework atom moved more than {MAX_FRAMEWORK_DISPLACEMENT_A} Å "
     "(melting or decomposition?); excluded from the Arrhenius fit",
+    "volume_unstable": f"the NPT mean volume differs from the starting volume by more than "
+    f"{100 * MAX_VOLUME_CHANGE:g} % (the crystal swelled or collapsed); excluded from the "
+    "Arrhenius fit",
     "temperature_not_reached": "the mean kinetic temperature of the production run misses the "
     f"target by more than {100 * TEMPERATURE_RELATIVE_TOLERANCE:g} % plus "
     f"{TEMPERATURE_SIGMAS:g}× its expected canonical standard deviation (see "

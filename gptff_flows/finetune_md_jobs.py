@@ -37,6 +37,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import GPTFFInputError
 from gptff_flows.diffusion import (
+    MAX_VOLUME_CHANGE,
     analyze_diffusion,
     check_temperature,
     fit_arrhenius_temperatures,
@@ -421,6 +422,9 @@ def _temperature_document(
         temperature, temps, n_atoms, float(np.ptp(time_fs)), correlation_fs=settings["tdamp"]
     )
     flags = [] if check.reached else ["temperature_not_reached"]
+    mean_volume = float(np.abs(np.linalg.det(cells)).mean()) if len(cells) else cell.volume
+    if ensemble == "npt" and abs(mean_volume / cell.volume - 1.0) > MAX_VOLUME_CHANGE:
+        flags.append("volume_unstable")
     diffusion = None
     if production.sum() >= 3:
         frac = np.einsum("fai,fij->faj", arrays["positions"][production], np.linalg.inv(cells))
@@ -459,7 +463,7 @@ def _temperature_document(
         std_temperature=float(temps.std()),
         temperature_check=check,
         mean_pressure=float(arrays["pressure"][production].mean()),
-        mean_volume=float(np.abs(np.linalg.det(cells)).mean()),
+        mean_volume=mean_volume,
         conserved_quantity="total energy"
         if ensemble == "nve"
         else f"{DYNAMICS[ensemble].__name__} conserved energy",

@@ -299,10 +299,11 @@ SETTINGS = dict(
 )  # fmt: skip
 
 
-def _synthetic_md(target, measured, diffusivity, seed):
+def _synthetic_md(target, measured, diffusivity, seed, ensemble="nvt", swell=1.0):
     """An MD document at ``target`` K from a synthetic trajectory: Li random walk of
     ``diffusivity`` cm²/s in a fixed Cl framework (64 atoms, 20 ps, frames every 20 fs) whose
-    kinetic temperatures are canonical around ``measured`` K."""
+    kinetic temperatures are canonical around ``measured`` K; the MD cell (and the atoms with
+    it) has ``swell`` times the starting volume."""
     from pymatgen.core import Lattice, Structure
 
     from gptff_flows.finetune_md_jobs import _temperature_document
@@ -313,12 +314,13 @@ def _synthetic_md(target, measured, diffusivity, seed):
     steps = rng.normal(0.0, np.sqrt(2 * diffusivity * 10.0 * interval), (n_frames - 1, 64, 3))
     steps[:, 32:] = 0.0
     positions = cell.cart_coords + np.concatenate([np.zeros((1, 64, 3)), steps]).cumsum(0)
+    positions = positions * swell ** (1 / 3)
     dof = 3 * 64 - 3
     arrays = dict(
         steps=np.arange(n_frames) * 10,
         time_fs=np.arange(n_frames) * interval,
         positions=positions,
-        cells=np.repeat(cell.lattice.matrix[None], n_frames, axis=0),
+        cells=np.repeat(cell.lattice.matrix[None], n_frames, axis=0) * swell ** (1 / 3),
         potential_energy=np.zeros(n_frames),
         kinetic_energy=np.zeros(n_frames),
         conserved_energy=np.zeros(n_frames),
@@ -326,7 +328,26 @@ def _synthetic_md(target, measured, diffusivity, seed):
         pressure=np.zeros(n_frames),
     )
     settings = dict(SETTINGS, dtype="float32", smooth=False, device="cpu", skin=1.0)
+    settings["ensemble"] = ensemble
     return cell, _temperature_document(cell, target, settings, arrays, 1.0, _provenance())
+
+
+def test_an_npt_run_that_swells_is_flagged_and_left_out_of_the_fit():
+    """The published v2 swells Li₃YCl₆ by 80–180 % in NPT at 500–700 K (measured with
+    workflows/paper_li3ycl6.py); D of such a run describes another material. A mean volume
+    more than 15 % from the start is flagged ``volume_unstable`` and excluded from the fit;
+    ordinary thermal expansion (3 %) is not, nor is any volume in NVT."""
+    from gptff_flows.diffusion import EXCLUDING_FLAGS
+
+    d = 1e-5
+    _, swollen = _synthetic_md(600.0, 600.0, d, 0, ensemble="npt", swell=1.8)
+    assert "volume_unstable" in swollen.flags and "volume_unstable" in swollen.diffusion.flags
+    assert swollen.mean_volume == pytest.approx(1.8 * 1000.0)
+    assert "volume_unstable" in EXCLUDING_FLAGS
+    _, expanded = _synthetic_md(600.0, 600.0, d, 0, ensemble="npt", swell=1.03)
+    assert "volume_unstable" not in expanded.flags
+    _, fixed = _synthetic_md(600.0, 600.0, d, 0, ensemble="nvt", swell=1.8)
+    assert "volume_unstable" not in fixed.flags
 
 
 def test_temperatures_not_reached_are_flagged_and_give_no_activation_energy(tmp_path):
