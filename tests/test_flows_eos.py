@@ -197,6 +197,24 @@ def test_a_jump_where_a_shell_crosses_the_cutoff_is_in_the_document(tmp_path):
     assert clean.verdict == "ok" and clean.cutoff_crossings == doc.cutoff_crossings
 
 
+def test_with_smooth_envelopes_a_crossing_is_not_called_a_jump():
+    """Smooth mode makes the energy continuous at the cutoffs: the same points (a 2 meV/atom
+    misfit where Al's third shell crosses 5 Å) are flagged ``jump_at_cutoff`` for the published
+    network, whose energy does jump there, but not for a smooth one, whose documents would
+    otherwise blame a jump that cannot exist; the crossing is still recorded."""
+    factors = np.linspace(0.985, 1.015, 7)
+    cells = _al_cells(factors)
+    volumes = np.array([c.get_volume() for c in cells])
+    eta = (16.6 / volumes) ** (2 / 3)
+    energies = -4.0 + 9 * 16.6 * 0.5 / 16 * ((eta - 1) ** 3 * 4.5 + (eta - 1) ** 2 * (6 - 4 * eta))
+    energies = energies + np.where(factors > 1.008, 0.002, 0.0)
+    published = summarize_eos.original(_eos_output(cells, energies), _provenance())
+    assert "jump_at_cutoff" in published.flags
+    smooth = summarize_eos.original(_eos_output(cells, energies), _provenance() | {"smooth": True})
+    assert "jump_at_cutoff" not in smooth.flags
+    assert smooth.cutoff_crossings == published.cutoff_crossings != []
+
+
 def test_a_refused_fit_keeps_the_points_and_the_reason(tmp_path):
     """Energies falling all the way (no minimum): no fit, verdict refused, the points kept."""
     cells = _al_cells(np.linspace(0.98, 1.0, 6))

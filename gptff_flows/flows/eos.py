@@ -187,6 +187,10 @@ def summarize_eos(
     order = np.argsort(volumes)
     volumes, energies = volumes[order], energies[order]
     crossings = cutoff_crossings([AseAtomsAdaptor.get_atoms(structures[k]) for k in order])
+    provenance = GPTFFProvenance.model_validate(provenance)
+    # with smooth envelopes the energy is continuous at the cutoffs: a crossing is no reason to
+    # expect a jump there (the points are still judged by energy_jump and the fit quality)
+    judged = [] if provenance.smooth else crossings
     reference = structures[0]
     doc = GPTFFEosDocument(
         formula_pretty=reference.composition.reduced_formula,
@@ -196,8 +200,8 @@ def summarize_eos(
         cutoff_crossings=crossings,
         volumes_per_atom=volumes.tolist(),
         energies_per_atom=energies.tolist(),
-        gptff=GPTFFProvenance.model_validate(provenance).model_copy(update={"job_type": "eos"}),
-        **_fits(volumes, energies, eos, crossings),
+        gptff=provenance.model_copy(update={"job_type": "eos"}),
+        **_fits(volumes, energies, eos, judged),
     )
     if plot_dir is not None:
         uuid = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else "local"
