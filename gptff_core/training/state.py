@@ -11,7 +11,6 @@ total). It is read with ``torch.load(..., weights_only=True)`` after a check of 
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from gptff_core.checkpoint import non_finite_tensors
 from gptff_core.errors import GPTFFInputError
 from gptff_core.model import GPTFF
+from gptff_core.paths import write_atomically
 from gptff_core.pretrained import check_archive
 from gptff_core.training.metrics import FramePredictions
 from gptff_core.training.recipe import Recipe
@@ -161,9 +161,7 @@ class RunState:
             best_epoch=self.best_epoch,
             stale=self.stale,
         )
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
+        write_atomically(path, lambda temporary: torch.save(payload, temporary))
 
     @classmethod
     def load(cls, trainer, path: Path, fingerprints: dict) -> RunState:
