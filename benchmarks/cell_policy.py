@@ -19,7 +19,11 @@ from pymatgen.core import Composition
 
 from gptff_core import GPTFFCalculator
 from gptff_core.relax import relax
-from gptff_flows.energetics import elemental_reference, formation_energy_per_atom, supercell
+from gptff_flows.analysis.energetics import (
+    elemental_reference,
+    formation_energy_per_atom,
+    supercell,
+)
 
 COMPOUNDS = {
     "NaCl": bulk("NaCl", "rocksalt", a=5.64),

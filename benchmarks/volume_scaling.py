@@ -1,7 +1,7 @@
 """Which volume pre-scaling lets substituted candidates relax in the fewest steps.
 
 Candidates come from substitutions into rocksalt NaCl, perovskite SrTiO₃ and fluorite CaF₂
-(``gptff_flows.substitution.generate``); each is relaxed (positions and cell, batched FIRE,
+(``gptff_flows.analysis.substitution.generate``); each is relaxed (positions and cell, batched FIRE,
 fmax 0.05 eV/Å, at most 500 steps) from the prototype's lattice (``none``), from pymatgen's
 ionic-radii scaling and from its data-mined bond-length prediction. Step counts do not depend
 on the machine's load.
@@ -21,7 +21,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.torchsim import GPTFFTorchSimModel, relax_batch
-from gptff_flows.substitution import VOLUME_SCALINGS, generate
+from gptff_flows.analysis.substitution import VOLUME_SCALINGS, generate
 
 PROTOTYPES = {
     "rocksalt NaCl": AseAtomsAdaptor.get_structure(bulk("NaCl", "rocksalt", a=5.64, cubic=True)),

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from pymatgen.core import Lattice, Structure
 
 from gptff_core.errors import ComputationError
-from gptff_flows.schemas import GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFProvenance
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class MDFailureDocument(BaseModel):
     trajectory: dict | None = Field(
         None,
         description="frames so far (npz; in the 'data' store; read with "
-        "gptff_flows.finetune_md_schemas.load_trajectory): positions Å, cells Å, numbers, "
+        "gptff_flows.schemas.finetune_md.load_trajectory): positions Å, cells Å, numbers, "
         "steps, time_fs, potential_energy eV, temperature K (and what the MD job recorded)",
     )
     gptff: GPTFFProvenance | None = Field(None, description="the network that was running")
@@ -85,7 +85,7 @@ def failure_document(
     """The :class:`MDFailureDocument` of ``maker``'s (a GPTFF MD Maker) failed run from
     ``structure``; ``arrays`` as :func:`observer_arrays` gives them (frames with a non-finite
     value are dropped)."""
-    from gptff_flows.finetune_md_schemas import pack_trajectory
+    from gptff_flows.schemas.finetune_md import pack_trajectory
 
     finite = np.ones(len(arrays.get("steps", [])), dtype=bool)
     for key in ("positions", "cells", "potential_energy"):

@@ -415,7 +415,7 @@ def record_relaxation(
 
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from gptff_flows.schemas import GPTFFProvenance
+    from gptff_flows.schemas.base import GPTFFProvenance
 
     structure = AseAtomsAdaptor.get_structure(atoms)
     provenance = GPTFFProvenance.from_calculator(calculator, "relax", model)

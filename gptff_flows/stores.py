@@ -25,7 +25,7 @@ Embedded layout (montydb on SQLite, one file per collection)::
         .gptff-store.lock                   lock held while the configuration is written
         gptff/outputs.collection            job output documents
         gptff/data.collection               large arrays: trajectories, ionic steps
-        screening_leases.sqlite             screening chunk leases (gptff_flows.screening_leases)
+        screening_leases.sqlite             screening chunk leases (gptff_flows.jobs.leases)
         plots/                              EOS plots of ``gptff eos``
 
 maggma's ``MontyStore.connect()`` rewrites montydb's configuration files on every call; a

@@ -1,6 +1,6 @@
-"""gptff_flows.diffusion on synthetic data: a Gaussian random walk of known D is recovered within
-the reported error, a non-moving species is flagged, and a synthetic Arrhenius series gives back
-its activation energy and σ(300 K). No network, a few seconds."""
+"""gptff_flows.analysis.diffusion on synthetic data: a Gaussian random walk of known D is
+recovered within the reported error, a non-moving species is flagged, and a synthetic Arrhenius
+series gives back its activation energy and σ(300 K). No network, a few seconds."""
 
 import math
 
@@ -14,15 +14,14 @@ from pymatgen.analysis.diffusion.analyzer import get_conversion_factor
 from pymatgen.core import Lattice, Structure
 
 from gptff_core.errors import GPTFFInputError
-from gptff_flows.diffusion import (
+from gptff_flows.analysis.arrhenius import fit_arrhenius_temperatures
+from gptff_flows.analysis.diffusion import (
     DiffusionResult,
     analyze_diffusion,
-    check_temperature,
-    fit_arrhenius_temperatures,
-    plot_arrhenius,
-    plot_msd,
     unwrapped_displacements,
 )
+from gptff_flows.analysis.md_verdict import check_temperature
+from gptff_flows.analysis.plotting import plot_arrhenius, plot_msd
 
 A2_PER_FS_IN_CM2_PER_S = 10.0  # Å²/fs per cm²/s: 1 cm²/s = 1e16 Å² / 1e15 fs
 

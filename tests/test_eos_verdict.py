@@ -1,5 +1,6 @@
-"""gptff_flows.eos_verdict and eos_geometry: EOS fits carry their verdict, points without a minimum
-are refused whatever pymatgen returns, cutoff crossings are found, non-bulk structures refused.
+"""gptff_flows.analysis.eos_fit and eos_geometry: EOS fits carry their verdict, points without
+a minimum are refused whatever pymatgen returns, cutoff crossings are found, non-bulk structures
+refused.
 
 Pure functions: synthetic E(V) points from a chosen Birch–Murnaghan curve (with a jump, noise or
 odd parameters added) and small ASE cells; no network."""
@@ -12,9 +13,9 @@ pytest.importorskip("pymatgen")
 from ase import Atoms, units
 from ase.build import bulk, fcc111, molecule
 
-from gptff_flows import eos_verdict
-from gptff_flows.eos_geometry import MAX_VACUUM_GAP, check_bulk, cutoff_crossings
-from gptff_flows.eos_verdict import EosRefused, fit_eos
+from gptff_flows.analysis import eos_fit as eos_verdict
+from gptff_flows.analysis.eos_fit import EosRefused, fit_eos
+from gptff_flows.analysis.eos_geometry import MAX_VACUUM_GAP, check_bulk, cutoff_crossings
 from gptff_flows.schemas import CutoffCrossing
 
 MEV = 1e-3  # eV

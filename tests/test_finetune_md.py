@@ -21,8 +21,8 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from training_fixtures import emt_configurations
 
 from gptff_core.errors import ExitCode, GPTFFInputError
-from gptff_flows.finetune_md_schemas import CheckpointBlob, load_trajectory
 from gptff_flows.flows.finetune_md import FineTuneMDMaker
+from gptff_flows.schemas.finetune_md import CheckpointBlob, load_trajectory
 from gptff_flows.stores import local_job_store
 
 TINY = dict(
@@ -132,7 +132,7 @@ def test_flow_end_to_end_checkpoint_through_the_store(tmp_path, cu3au, train_fil
 
 
 def test_training_data_from_store_documents(cu3au):
-    from gptff_flows.finetune_md_jobs import frames_from_documents
+    from gptff_flows.jobs.finetune_md import frames_from_documents
 
     documents = []
     for atoms in emt_configurations(3, seed=2):
@@ -186,7 +186,7 @@ def test_without_training_data_the_md_runs_with_the_model_as_it_is(tmp_path, cu3
     from gptff_core.cli import main
     from gptff_core.pretrained import resolve_checkpoint, sha256_of
     from gptff_flows import queries
-    from gptff_flows.finetune_md_queries import finetune_md_results
+    from gptff_flows.queries.finetune_md import finetune_md_results
 
     structure_file = tmp_path / "cu3au.cif"
     cu3au.to(filename=str(structure_file))
@@ -259,7 +259,7 @@ def test_cli_runs_the_flow_into_a_store(tmp_path, cu3au, train_file, capsys):
     jobs = queries.gptff_jobs(local_job_store(store_dir))
     kinds = sorted(record["job_type"] for record in jobs)
     assert kinds == ["finetune", "finetune_md", "md", "md"]
-    from gptff_flows.finetune_md_queries import finetune_md_results
+    from gptff_flows.queries.finetune_md import finetune_md_results
 
     (record,) = finetune_md_results(local_job_store(store_dir), formula="AuCu3")
     assert record["species"] == "Au" and record["temperatures"] == "700,900"
@@ -271,7 +271,7 @@ def test_cli_runs_the_flow_into_a_store(tmp_path, cu3au, train_file, capsys):
     assert listed["activation_energy"] == record["activation_energy"]
     assert main(results) == 0
     assert "700,900" in capsys.readouterr().out
-    from gptff_flows.cli_finetune_md import _supercell, _temperatures
+    from gptff_flows.cli.finetune_md import _supercell, _temperatures
 
     with pytest.raises(GPTFFInputError, match="temperatures"):
         _temperatures("hot,cold")
@@ -306,7 +306,7 @@ def _synthetic_md(target, measured, diffusivity, seed, ensemble="nvt", swell=1.0
     it) has ``swell`` times the starting volume."""
     from pymatgen.core import Lattice, Structure
 
-    from gptff_flows.finetune_md_jobs import _temperature_document
+    from gptff_flows.jobs.finetune_md import _temperature_document
 
     rng = np.random.default_rng(seed)
     cell = Structure(Lattice.cubic(10.0), ["Li"] * 32 + ["Cl"] * 32, rng.random((64, 3)))
@@ -337,7 +337,7 @@ def test_an_npt_run_that_swells_is_flagged_and_left_out_of_the_fit():
     workflows/paper_li3ycl6.py); D of such a run describes another material. A mean volume
     more than 15 % from the start is flagged ``volume_unstable`` and excluded from the fit;
     ordinary thermal expansion (3 %) is not, nor is any volume in NVT."""
-    from gptff_flows.diffusion import EXCLUDING_FLAGS
+    from gptff_flows.analysis.diffusion import EXCLUDING_FLAGS
 
     d = 1e-5
     _, swollen = _synthetic_md(600.0, 600.0, d, 0, ensemble="npt", swell=1.8)
@@ -355,8 +355,8 @@ def test_temperatures_not_reached_are_flagged_and_give_no_activation_energy(tmp_
     472 K against targets of 600 and 800 K. Now each is flagged in its MD document and in the
     summary row (measured mean and tolerance stored), both are left out of the fit, there is no
     Eₐ and the reason says why; the run's verdict makes the CLI exit 3."""
-    from gptff_flows.cli_finetune_md import _report
-    from gptff_flows.finetune_md_jobs import summary_job
+    from gptff_flows.cli.finetune_md import _report
+    from gptff_flows.jobs.finetune_md import summary_job
 
     k_b, ea, d0 = units.kB, 0.3, 1e-3
     docs = []
@@ -395,11 +395,11 @@ def test_cli_flags_a_temperature_not_reached(tmp_path, cu3au, capsys, monkeypatc
     ``gptff results --kind finetune-md`` shows the measured means and the flags."""
     import json
 
-    import gptff_flows.diffusion as diffusion
+    import gptff_flows.analysis.md_verdict as md_verdict
     from gptff_core.cli import main
 
-    monkeypatch.setattr(diffusion, "TEMPERATURE_RELATIVE_TOLERANCE", 0.0)
-    monkeypatch.setattr(diffusion, "TEMPERATURE_SIGMAS", 0.0)
+    monkeypatch.setattr(md_verdict, "TEMPERATURE_RELATIVE_TOLERANCE", 0.0)
+    monkeypatch.setattr(md_verdict, "TEMPERATURE_SIGMAS", 0.0)
     structure_file = tmp_path / "cu3au.cif"
     cu3au.to(filename=str(structure_file))
     store_dir = tmp_path / "store"
@@ -527,8 +527,8 @@ def test_a_failed_temperature_keeps_its_trajectory_and_the_cli_names_the_cause(
 def test_jobs_that_read_or_write_the_store_are_given_it():
     """jobflow exposes the store in CURRENT_JOB only to jobs configured so: ``train_query``
     (fine-tune) and the failure documents of the MD jobs need it (it was None before)."""
-    from gptff_flows.finetune_md_jobs import finetune_job, md_job
     from gptff_flows.jobs import GPTFFMDMaker
+    from gptff_flows.jobs.finetune_md import finetune_job, md_job
 
     assert finetune_job(train_query={"name": "x"}).config.expose_store is True
     assert md_job(None, None, 600.0, {}, model="gptff-v2").config.expose_store is True

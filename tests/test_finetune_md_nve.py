@@ -18,8 +18,8 @@ pytest.importorskip("atomate2")
 
 from pymatgen.core import Lattice, Structure
 
-from gptff_flows.finetune_md_jobs import md_job
-from gptff_flows.finetune_md_schemas import CheckpointBlob, load_trajectory
+from gptff_flows.jobs.finetune_md import md_job
+from gptff_flows.schemas.finetune_md import CheckpointBlob, load_trajectory
 
 NVE_BOUND = 2e-4  # eV/atom
 

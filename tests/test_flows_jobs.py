@@ -181,8 +181,8 @@ def test_a_collapsing_md_keeps_its_trajectory_and_names_the_cause(
     reported only "Flow did not finish running successfully". Now the error names the job and
     the cause, and the store holds the cause, the steps completed and every frame so far."""
     from gptff_core.errors import ComputationError, StructureError
-    from gptff_flows.finetune_md_schemas import load_trajectory
     from gptff_flows.run import run_flow
+    from gptff_flows.schemas.finetune_md import load_trajectory
 
     store = local_job_store(tmp_path / "store")
     maker = GPTFFMDMaker(

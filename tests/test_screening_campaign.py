@@ -18,8 +18,9 @@ from pymatgen.core import Composition
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import GPTFFInputError
-from gptff_flows import queries, screening_jobs
+from gptff_flows import queries
 from gptff_flows.flows.screening import SubstitutionScreeningMaker
+from gptff_flows.jobs import screening as screening_jobs
 from gptff_flows.run import run_flow
 from gptff_flows.stores import local_job_store
 
@@ -223,7 +224,7 @@ def test_a_structure_breaking_mid_batch_fails_alone(monkeypatch):
     import gptff_core.torchsim
     from gptff_core.errors import StructureError
     from gptff_flows.flows.screening import checkpoint_sha256
-    from gptff_flows.screening_schemas import ScreeningSettings
+    from gptff_flows.schemas.screening import ScreeningSettings
 
     def broken_batch(*args, **kwargs):
         raise StructureError("system 1: atoms closer than 0.5 Å")

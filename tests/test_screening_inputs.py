@@ -8,8 +8,18 @@ from pymatgen.core import Composition
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import GPTFFInputError
-from gptff_flows.energetics import elemental_reference, stabilities, supercell, supercell_repeats
-from gptff_flows.substitution import combinations, generate, parse_substitutions, structure_key
+from gptff_flows.analysis.energetics import (
+    elemental_reference,
+    stabilities,
+    supercell,
+    supercell_repeats,
+)
+from gptff_flows.analysis.substitution import (
+    combinations,
+    generate,
+    parse_substitutions,
+    structure_key,
+)
 
 
 def structure(*args, **kwargs):
@@ -119,7 +129,7 @@ import numpy as np
 from ase.build import bulk
 from pymatgen.io.ase import AseAtomsAdaptor
 from gptff_core.cli import report_input_errors
-from gptff_flows.substitution import generate
+from gptff_flows.analysis.substitution import generate
 
 salt = AseAtomsAdaptor.get_structure(bulk("NaCl", "rocksalt", a=5.64))
 salt.replace(0, "Na", coords=[np.nan, 0.0, 0.0])

@@ -1,4 +1,4 @@
-"""Leases of gptff_flows.screening_leases: concurrent runs of a screening campaign on one store
+"""Leases of gptff_flows.jobs.leases: concurrent runs of a screening campaign on one store
 claim each structure before relaxing it, so nothing is computed or stored twice; a lease held by
 another live run is respected (its result is waited for and reused), an expired one or one whose
 process is gone is taken over; a rerun after completion computes nothing."""
@@ -12,10 +12,11 @@ from ase.build import bulk
 from maggma.stores import MemoryStore
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from gptff_flows import screening_jobs, screening_leases
 from gptff_flows.flows.screening import SubstitutionScreeningMaker
+from gptff_flows.jobs import leases as screening_leases
+from gptff_flows.jobs import screening as screening_jobs
+from gptff_flows.jobs.leases import lease_book, new_owner, share_work
 from gptff_flows.run import run_flow
-from gptff_flows.screening_leases import lease_book, new_owner, share_work
 from gptff_flows.stores import local_job_store
 
 pytestmark = pytest.mark.filterwarnings(

@@ -1,4 +1,5 @@
-"""a-CNA classification (gptff_flows.stacking) and powder XRD (gptff_flows.xrd) on crystals whose
+"""a-CNA classification (gptff_flows.analysis.stacking) and powder XRD
+(gptff_flows.analysis.xrd) on crystals whose
 answers are known by construction: perfect fcc/hcp/bcc, rattled and strained hcp, an fcc crystal
 with one intrinsic stacking fault built layer by layer, and the (111) Bragg angle of fcc Ti."""
 
@@ -8,8 +9,8 @@ from ase import Atoms
 from ase.build import bulk
 
 from gptff_core.errors import GPTFFInputError
-from gptff_flows.stacking import classify, fractions
-from gptff_flows.xrd import WAVELENGTH, broadened_average, pattern, strongest_peak
+from gptff_flows.analysis.stacking import classify, fractions
+from gptff_flows.analysis.xrd import WAVELENGTH, broadened_average, pattern, strongest_peak
 
 TI_A, TI_C = 2.951, 4.686
 

@@ -15,10 +15,10 @@ from ase.build import bulk
 from gptff_core.cli import main as cli_main
 from gptff_core.errors import GPTFFInputError
 from gptff_flows.flows.tensile import TI_A, TI_C, TensileMDMaker, oriented_hcp_cell
+from gptff_flows.jobs.tensile import strained_cell
+from gptff_flows.queries.tensile import tensile_results
 from gptff_flows.run import run_flow
 from gptff_flows.stores import local_job_store
-from gptff_flows.tensile_jobs import strained_cell
-from gptff_flows.tensile_queries import tensile_results
 
 TINY = dict(
     strain_step=0.04,
@@ -114,10 +114,10 @@ def test_flow_end_to_end_in_a_store(tmp_path, capsys, monkeypatch):
 def test_a_strain_whose_temperature_is_not_reached_is_flagged(tmp_path, monkeypatch):
     """With no tolerance every measured mean misses the target: each step, the summary and
     the query carry ``temperature_not_reached``."""
-    import gptff_flows.diffusion as diffusion
+    import gptff_flows.analysis.md_verdict as md_verdict
 
-    monkeypatch.setattr(diffusion, "TEMPERATURE_RELATIVE_TOLERANCE", 0.0)
-    monkeypatch.setattr(diffusion, "TEMPERATURE_SIGMAS", 0.0)
+    monkeypatch.setattr(md_verdict, "TEMPERATURE_RELATIVE_TOLERANCE", 0.0)
+    monkeypatch.setattr(md_verdict, "TEMPERATURE_SIGMAS", 0.0)
     store = local_job_store(tmp_path / "store")
     flow = TensileMDMaker(name="flagged tensile", **TINY).make(oriented_hcp_cell(repeat=(2, 1, 2)))
     summary = run_flow(flow, store)[flow.output.uuid][1].output
@@ -199,7 +199,7 @@ def test_a_crashed_run_resumes_from_the_stored_steps(tmp_path, monkeypatch):
     """The second strain fails on the first run; run_flow(resume=True) on a new flow of the
     same name runs only that strain and the summary, and ends exactly where an uninterrupted
     run ends (the MD continues from the stored structure and velocities)."""
-    import gptff_flows.tensile_jobs as tensile_jobs
+    import gptff_flows.jobs.tensile as tensile_jobs
 
     structure = oriented_hcp_cell(repeat=(2, 1, 2))
     maker = TensileMDMaker(name="resumable tensile", **TINY)

@@ -75,7 +75,7 @@ def test_regime_fits_recover_two_activation_energies(demo):
 
 
 def test_demo_without_training_data_runs_and_is_read_back(demo, tmp_path, capsys, monkeypatch):
-    from gptff_flows.finetune_md_queries import finetune_md_results
+    from gptff_flows.queries.finetune_md import finetune_md_results
     from gptff_flows.stores import local_job_store
 
     argv = ["--temperatures", "700,900", "--steps", "30", "--equilibration", "10"]

@@ -92,10 +92,10 @@ def regime_fits(rows, split: float) -> dict:
 
     ``rows`` are the summary's per-temperature rows; a row counts when it has D and no flag that
     keeps it out of the Arrhenius fit (not diffusive, framework mobile, temperature not
-    reached: ``gptff_flows.diffusion.EXCLUDING_FLAGS``)."""
+    reached: ``gptff_flows.analysis.diffusion.EXCLUDING_FLAGS``)."""
     from pymatgen.analysis.diffusion.analyzer import fit_arrhenius
 
-    from gptff_flows.diffusion import EXCLUDING_FLAGS
+    from gptff_flows.analysis.diffusion import EXCLUDING_FLAGS
 
     usable = [r for r in rows if r.diffusivity and not EXCLUDING_FLAGS & set(r.flags)]
     fits = {}
@@ -129,7 +129,7 @@ def _file_digest(paths: list[str]) -> str:
 
 def _stored_summary(store, name: str):
     """The newest summary document of flow ``name`` in ``store``, or None."""
-    from gptff_flows.finetune_md_schemas import FineTuneMDDocument
+    from gptff_flows.schemas.finetune_md import FineTuneMDDocument
 
     store.connect()
     docs = list(store.query({"output.@class": "FineTuneMDDocument",
@@ -174,7 +174,7 @@ def _parse(argv):
 
 def _size(args) -> dict:
     """Temperatures (K), supercell, production and equilibration steps of this run."""
-    from gptff_flows.cli_finetune_md import _temperatures
+    from gptff_flows.cli.finetune_md import _temperatures
 
     size = dict(PAPER_SIZE if args.paper else SMALL)
     if args.temperatures:
@@ -193,7 +193,7 @@ def _start(args):
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from gptff_core.cli import read_structures
-    from gptff_flows.cli_finetune_md import _require_cell
+    from gptff_flows.cli.finetune_md import _require_cell
 
     ((_, atoms),) = read_structures(args.structure, "-1")
     _require_cell(args.structure, atoms)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("gptff_flows").setLevel(logging.INFO)
     from gptff_core.paths import check_output_dir
-    from gptff_flows.cli import open_store
+    from gptff_flows.cli.common import open_store
     from gptff_flows.flows.finetune_md import FineTuneMDMaker
     from gptff_flows.run import submit_flow
 
@@ -281,8 +281,8 @@ def _run_or_reuse(store, maker, cell, args, size):
 def _print_results(doc, store, cell, size, args, data: str, elapsed: float) -> int:
     """Print the report and the paper's numbers, write ``summary.json``; the exit code
     (FLAGGED when a temperature or the Arrhenius fit carries a verdict)."""
-    from gptff_flows.cli_finetune_md import _report
-    from gptff_flows.finetune_md_schemas import verdict_flags
+    from gptff_flows.cli.finetune_md import _report
+    from gptff_flows.schemas.finetune_md import verdict_flags
 
     n_atoms = len(cell) * int(np.prod(size["supercell"]))
     name, out = doc.inputs.get("name", ""), Path(args.out)

@@ -81,7 +81,7 @@ def _repeat(text: str) -> tuple[int, int, int]:
 
 
 def _stored(store, name: str) -> dict | None:
-    from gptff_flows.tensile_queries import tensile_results
+    from gptff_flows.queries.tensile import tensile_results
 
     found = [r for r in tensile_results(store, flow_name=name) if r["flow_name"] == name]
     return found[-1] if found else None
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     run_logger.addHandler(logging.StreamHandler())
 
     from gptff_core.paths import check_output_dir
-    from gptff_flows.cli import open_store
+    from gptff_flows.cli.common import open_store
     from gptff_flows.flows.tensile import TI_A, TI_C, TensileMDMaker, oriented_hcp_cell
     from gptff_flows.run import run_flow, submit_flow
     from gptff_flows.stores import describe_store
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print("already in the store; printing the stored results", file=sys.stderr)
     else:
         flow = maker.make(structure)
-        jobs_logger = logging.getLogger("gptff_flows.tensile_jobs")
+        jobs_logger = logging.getLogger("gptff_flows.jobs.tensile")
         jobs_logger.setLevel(logging.INFO)
         with tqdm(total=len(maker.strains()), desc="strains", unit="strain") as bar:
             handler = _Progress(bar)

@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from gptff_core.cli import arg, command, dump_json
+from gptff_core.cli.app import add_commands, arg, command
+from gptff_core.cli.io import dump_json
 from gptff_core.errors import GPTFFInputError
 from gptff_core.paths import check_output_dir
 
@@ -263,3 +264,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     lines.append(f"last epoch: {result.last_checkpoint}; metrics and parity plots in {args.out}")
     print("\n".join(lines))
     return 0
+
+
+def register(subparsers) -> None:
+    """Add ``gptff finetune`` to the ``gptff`` parser."""
+    add_commands(subparsers, cmd_finetune)

@@ -6,7 +6,7 @@ structure (it need not be relaxed) is relaxed with its cell free, strained isotr
 and a last job fits every EOS form pymatgen knows and writes a
 :class:`~gptff_flows.schemas.GPTFFEosDocument` for the chosen form: V0 (Å³/atom), E0 (eV/atom),
 B0 (GPa), B′ and the fitted curve, the fit's verdict (``ok``, ``flagged`` with its flags and
-reasons, or ``refused`` when the points show no minimum: see :mod:`gptff_flows.eos_verdict`)
+reasons, or ``refused`` when the points show no minimum: see :mod:`gptff_flows.analysis.eos_fit`)
 and the provenance of the relaxations. A structure that is not a 3D bulk is refused by
 :meth:`GPTFFEosMaker.make`, before any job is made. atomate2's own
 fitting job (``postprocessor``) is off by default — the last job does its work — which saves one
@@ -30,11 +30,12 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import ComputationError, GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
-from gptff_flows.eos_geometry import check_bulk, cutoff_crossings
-from gptff_flows.eos_verdict import MIN_POINTS, EosRefused, fit_eos
+from gptff_flows.analysis.eos_fit import MIN_POINTS, EosRefused, fit_eos
+from gptff_flows.analysis.eos_geometry import check_bulk, cutoff_crossings
 from gptff_flows.jobs import GPTFFRelaxMaker
 from gptff_flows.options import absolute_dir
-from gptff_flows.schemas import GPTFFEosDocument, GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.eos import GPTFFEosDocument
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class GPTFFEosMaker(ForceFieldEosMaker):
 
         Raises:
             StructureError: ``structure`` is not a 3D bulk (see
-                :func:`~gptff_flows.eos_geometry.check_bulk`), before any job is made.
+                :func:`~gptff_flows.analysis.eos_geometry.check_bulk`), before any job is made.
         """
         check_bulk(AseAtomsAdaptor.get_atoms(structure), label=structure.composition.formula)
         flow = super().make(structure, prev_dir=prev_dir)
@@ -175,7 +176,7 @@ def summarize_eos(
     plot_dir: str | None = None,
 ) -> GPTFFEosDocument:
     """Per-atom EOS document from atomate2's EOS flow output (``eos_output["relax"]``): the fit
-    and its verdict (``ok``, ``flagged`` or ``refused``, see :mod:`gptff_flows.eos_verdict`).
+    and its verdict (``ok``, ``flagged`` or ``refused``, see :mod:`gptff_flows.analysis.eos_fit`).
     A refused fit still gives a document (the computed points, no fit) rather than a failed job."""
     relax = eos_output["relax"]
     structures = [

@@ -1,7 +1,7 @@
 """Fine-tune, then MD at several temperatures, then diffusion: the paper's Li₃YCl₆ study as a flow.
 
 :class:`FineTuneMDMaker` composes three kinds of jobs
-(:mod:`gptff_flows.finetune_md_jobs`):
+(:mod:`gptff_flows.jobs.finetune_md`):
 
 1. **fine-tune** — GPTFF (``model``, default gptff-v2) fine-tuned on frames from files
    (``train_files``, formats of ``docs/training.md``) or from documents already in the job store
@@ -39,10 +39,11 @@ from pymatgen.core import Structure
 
 from gptff_core.errors import GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
-from gptff_flows.diffusion import MIN_MSD_A2
-from gptff_flows.finetune_md_jobs import DYNAMICS, finetune_job, md_job, summary_job
-from gptff_flows.jobs import DTYPES, require_periodic
-from gptff_flows.options import absolute_dir
+from gptff_flows.analysis.diffusion import MIN_MSD_A2
+from gptff_flows.jobs.finetune_md import finetune_job, md_job, summary_job
+from gptff_flows.jobs.force_field import require_periodic
+from gptff_flows.jobs.md import DYNAMICS
+from gptff_flows.options import DTYPES, absolute_dir
 
 logger = logging.getLogger(__name__)
 

@@ -1,23 +1,23 @@
 """Element-substitution screening campaigns with GPTFF, as one jobflow flow.
 
 :class:`SubstitutionScreeningMaker` makes a flow of one job that decides the campaign's size when
-it runs: it generates the candidates (:func:`gptff_flows.substitution.generate`), adds the
+it runs: it generates the candidates (:func:`gptff_flows.analysis.substitution.generate`), adds the
 elemental references and the competing phases given as structures, looks up in the job store what
 was already computed with the same key, and replaces itself (``Response(replace=Flow(...))``) with
 
-* one :func:`~gptff_flows.screening_jobs.relax_chunk` job per ``chunk_size`` structures still
+* one :func:`~gptff_flows.jobs.screening.relax_chunk` job per ``chunk_size`` structures still
   missing: batched FIRE relaxations, final energies on ≥ ``min_atoms``-atom supercells, one
-  :class:`~gptff_flows.screening_schemas.CandidateDocument` per structure (a bad candidate is
+  :class:`~gptff_flows.schemas.screening.CandidateDocument` per structure (a bad candidate is
   stored as ``failed`` with its error, never failing the chunk), written when the chunk finishes;
-* one :func:`~gptff_flows.screening_jobs.analyse` job ranking every candidate, stored and new,
-  by energy above the hull (a :class:`~gptff_flows.screening_schemas.ScreeningCampaignDocument`).
+* one :func:`~gptff_flows.jobs.screening.analyse` job ranking every candidate, stored and new,
+  by energy above the hull (a :class:`~gptff_flows.schemas.screening.ScreeningCampaignDocument`).
 
 **Resume.** Each structure's key is the sha256 of its initial structure and the settings that
 decide its result (checkpoint sha256, dtype, smooth, fmax, steps, min_atoms, cell relaxation):
 running the same campaign again computes only the structures whose key is not stored, so an
 interrupted campaign loses at most the chunks that were running. Concurrent runs of a campaign
 (or of campaigns sharing structures) on one store claim each structure with a lease in the store
-before relaxing it (:mod:`gptff_flows.screening_leases`): a structure another run holds is waited
+before relaxing it (:mod:`gptff_flows.jobs.leases`): a structure another run holds is waited
 for and reused, never computed twice; a crashed run's leases expire and are taken over.
 Elemental references and competing phases are reused the same way across campaigns. The store
 looked in (and holding the leases) is the running job's own (``jobflow.CURRENT_JOB.store``); under
@@ -38,9 +38,9 @@ from pymatgen.core import Structure
 
 from gptff_core.errors import GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
+from gptff_flows.jobs.screening import analyse, lookup_store, relax_chunk, stored_records
 from gptff_flows.options import absolute_dir
-from gptff_flows.screening_jobs import analyse, lookup_store, relax_chunk, stored_records
-from gptff_flows.screening_schemas import CHUNK_DOCUMENT, ScreeningSettings
+from gptff_flows.schemas.screening import CHUNK_DOCUMENT, ScreeningSettings
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class SubstitutionScreeningMaker(Maker):
         steps: maximum FIRE steps per relaxation.
         chunk_size: structures per chunk job (one TorchSim batch; one stored unit of work).
         min_atoms: atoms, the final energy of every relaxed structure is taken on a supercell of
-            at least this many (the cell policy; 64 by default, see :mod:`gptff_flows.energetics`).
+            at least this many (the cell policy; 64 by default, see
+            :mod:`gptff_flows.analysis.energetics`).
         volume_scaling: ``"ionic-radii"`` (default), ``"data-mined"`` or ``"none"``.
         charge_balanced: keep only charge-balanced candidates.
         suggest_threshold: also take pymatgen's suggested substitutions above this probability.
@@ -100,8 +101,8 @@ class SubstitutionScreeningMaker(Maker):
 
     def validate(self) -> None:
         """Raise :class:`GPTFFInputError` naming the first field with a bad value."""
-        from gptff_flows.jobs import DTYPES
-        from gptff_flows.substitution import VOLUME_SCALINGS
+        from gptff_flows.analysis.substitution import VOLUME_SCALINGS
+        from gptff_flows.options import DTYPES
 
         def bad(field: str, what: str):
             return GPTFFInputError(f"{field} must be {what}, got {getattr(self, field)!r}")
@@ -149,7 +150,11 @@ class SubstitutionScreeningMaker(Maker):
             GPTFFInputError: a bad field, substitution or competing entry; a substituted
                 element that occurs in no prototype.
         """
-        from gptff_flows.substitution import check_matches, check_prototypes, check_substitutions
+        from gptff_flows.analysis.substitution import (
+            check_matches,
+            check_prototypes,
+            check_substitutions,
+        )
 
         self.validate()
         prototypes = check_prototypes(prototypes)  # before pymatgen/spglib see them
@@ -198,7 +203,7 @@ class SubstitutionScreeningMaker(Maker):
 def normalise_competing(competing) -> list[dict]:
     """Competing phases as ``{"name", "structure"}`` or ``{"name", "composition", "energy"}``
     (total energy in eV) dicts."""
-    from gptff_flows.substitution import check_phase_structure
+    from gptff_flows.analysis.substitution import check_phase_structure
 
     if competing is None:
         return []
@@ -245,8 +250,8 @@ def campaign_items(
     references of every element present, competing phases given as structures."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from gptff_flows.energetics import elemental_reference
-    from gptff_flows.substitution import structure_key
+    from gptff_flows.analysis.energetics import elemental_reference
+    from gptff_flows.analysis.substitution import structure_key
 
     key_settings = settings.model_dump(exclude={"model"})
     items = []
@@ -304,7 +309,7 @@ def campaign_items(
 
 def _generate(options: dict, prototypes: dict, substitutions: dict):
     """The campaign's Generation (sampled to ``max_candidates``) and the number generated."""
-    from gptff_flows.substitution import generate
+    from gptff_flows.analysis.substitution import generate
 
     prototypes = {
         k: Structure.from_dict(v) if isinstance(v, dict) else v for k, v in prototypes.items()
@@ -413,11 +418,11 @@ def generate_campaign(
 
 
 def candidate_documents(store, keys) -> list:
-    """The stored :class:`~gptff_flows.screening_schemas.CandidateDocument` of each key (relaxed
+    """The stored :class:`~gptff_flows.schemas.screening.CandidateDocument` of each key (relaxed
     structures included), e.g. of the ``key`` column of
     :func:`gptff_flows.queries.screening_results`; in the order of ``keys``, missing ones left
     out."""
-    from gptff_flows.screening_schemas import CandidateDocument
+    from gptff_flows.schemas.screening import CandidateDocument
 
     wanted = list(dict.fromkeys(keys))
     lookup = set(wanted)

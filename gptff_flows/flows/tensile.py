@@ -4,11 +4,11 @@ The GPTFF paper (Xie et al., Sci. Bull. 69 (2024) 3525) strains ~1,000-atom hcp 
 [10-10] and runs MD near 100 K at each strain; fcc appears (an XRD peak near 38° 2θ).
 :class:`TensileMDMaker` builds that as a flow:
 
-1. one :func:`~gptff_flows.tensile_jobs.tensile_step_job` per strain 0, ``strain_step``, …,
+1. one :func:`~gptff_flows.jobs.tensile.tensile_step_job` per strain 0, ``strain_step``, …,
    ``max_strain``, chained: each starts from the previous job's final structure and velocities,
    strains the *reference* cell (the one given to ``make``) so strains never compound, and runs
    NVT MD; the first (ε = 0) draws Maxwell–Boltzmann velocities and equilibrates first;
-2. :func:`~gptff_flows.tensile_jobs.tensile_summary_job` — fractions, stress and XRD per strain,
+2. :func:`~gptff_flows.jobs.tensile.tensile_summary_job` — fractions, stress and XRD per strain,
    the fcc onset strain, plots.
 
 :func:`oriented_hcp_cell` builds the orthohexagonal hcp cell whose b vector is along <10-10>.
@@ -27,9 +27,9 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
-from gptff_flows.jobs import DTYPES, require_periodic
-from gptff_flows.options import absolute_dir
-from gptff_flows.tensile_jobs import tensile_step_job, tensile_summary_job
+from gptff_flows.jobs.force_field import require_periodic
+from gptff_flows.jobs.tensile import tensile_step_job, tensile_summary_job
+from gptff_flows.options import DTYPES, absolute_dir
 
 TI_A, TI_C = 2.951, 4.686
 """Å, α-Ti lattice constants at room temperature (R. M. Wood, Proc. Phys. Soc. 80 (1962) 783:
@@ -193,7 +193,7 @@ class TensileMDMaker(Maker):
 
     def make(self, structure: Structure) -> Flow:
         """The flow for ``structure`` (the reference, unstrained cell; any velocities dropped).
-        Its output is a :class:`~gptff_flows.tensile_schemas.TensileSummaryDocument`."""
+        Its output is a :class:`~gptff_flows.schemas.tensile.TensileSummaryDocument`."""
         self._validate(structure)
         start = structure.copy()
         if "velocities" in start.site_properties:

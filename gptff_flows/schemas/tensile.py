@@ -12,8 +12,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
-from gptff_flows.diffusion import TemperatureCheck
-from gptff_flows.schemas import GPTFFProvenance
+from gptff_flows.analysis.md_verdict import TemperatureCheck
+from gptff_flows.schemas.base import GPTFFProvenance
 
 FCC_ONSET = 0.10
 """fcc fraction whose first crossing defines ``fcc_onset_strain``."""
@@ -34,7 +34,7 @@ class TensileStepDocument(BaseModel):
     temperature_check: TemperatureCheck | None = Field(
         None,
         description="mean T against the target and its tolerance (K), see "
-        "gptff_flows.diffusion.check_temperature",
+        "gptff_flows.analysis.md_verdict.check_temperature",
     )
     flags: list[str] = Field(
         default_factory=list,

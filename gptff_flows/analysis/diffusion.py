@@ -1,20 +1,14 @@
-"""Diffusion analysis of MD trajectories with pymatgen-analysis-diffusion.
+"""Diffusion of one species at one temperature from an MD trajectory (pymatgen-analysis-diffusion).
 
-* :func:`analyze_diffusion` — one temperature: mean squared displacement (MSD) of the mobile
-  species after equilibration, diffusion coefficient D with its statistical error, Nernst–Einstein
-  conductivity, and flags when the run is not diffusive or too short to trust. The MSD, D and
-  σ come from pymatgen's :class:`~pymatgen.analysis.diffusion.analyzer.DiffusionAnalyzer`
-  (framework drift removed, all time origins averaged, ``smoothed="max"``).
-* :func:`check_temperature` — whether the production run's mean temperature reached its
-  target within a stated tolerance (flag ``temperature_not_reached`` otherwise).
-* :func:`fit_arrhenius_temperatures` — Arrhenius fit ``D = D0 exp(−Ea/kT)`` over the usable
-  temperatures (pymatgen's ``fit_arrhenius``): Ea in eV with its standard error, and the
-  conductivity extrapolated to 300 K (pymatgen's ``get_extrapolated_conductivity``); flagged
-  temperatures (:data:`EXCLUDING_FLAGS`) are left out, and fewer than two usable give no Ea.
-* :func:`plot_msd`, :func:`plot_arrhenius` — PNG files.
+:func:`analyze_diffusion` gives the mean squared displacement (MSD) of the mobile species after
+equilibration, the diffusion coefficient D with its statistical error, the Nernst–Einstein
+conductivity, and flags when the run is not diffusive or too short to trust. The MSD, D and σ come
+from pymatgen's :class:`~pymatgen.analysis.diffusion.analyzer.DiffusionAnalyzer` (framework drift
+removed, all time origins averaged, ``smoothed="max"``). The temperature and volume checks are in
+:mod:`.md_verdict`, the Arrhenius fit in :mod:`.arrhenius`, the plots in :mod:`.plotting`.
 
 Units: positions Å, time fs, temperature K, D cm²/s (pymatgen's unit; 1 cm²/s = 10 Å²/fs),
-conductivity mS/cm, Ea eV.
+conductivity mS/cm.
 
 Statistical error of D: pymatgen's regression error of the MSD slope underestimates the
 uncertainty (successive MSD points are correlated), so D is taken from lags up to
@@ -31,17 +25,12 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-from ase import units
 from pydantic import BaseModel, Field
 from pymatgen.analysis.diffusion.analyzer import (
     DiffusionAnalyzer,
-    fit_arrhenius,
     get_conversion_factor,
-    get_extrapolated_conductivity,
 )
 from pymatgen.core import Element, Structure
 from scipy.stats import t as t_distribution
@@ -64,43 +53,12 @@ MAX_FRAMEWORK_DISPLACEMENT_A = 2.0
 MIN_LAG_WINDOW_FS = 1000.0
 """fs; pymatgen fits lags from 1 ps (past the ballistic regime) to 1/``n_blocks`` of the run here:
 a window narrower than this flags ``too_short`` (production < ``n_blocks`` × 2 ps)."""
-ROOM_TEMPERATURE_K = 300.0
-TEMPERATURE_RELATIVE_TOLERANCE = 0.05
-"""Fraction of the target by which the production mean temperature may miss it beyond its
-statistical uncertainty (thermostat lag, slow drift). At Eₐ/kT ≈ 6 (0.3 eV at 600 K) a 5 % error
-in T changes D by a factor exp(0.3) ≈ 1.35, about D's own statistical error on a 10–50 ps run."""
-TEMPERATURE_SIGMAS = 3.0
-"""Multiples of the expected canonical standard deviation of the mean temperature added to the
-relative tolerance (3σ: a correctly thermostatted run is flagged by chance in 0.3 % of runs)."""
-MAX_VOLUME_CHANGE = 0.15
-"""Fraction by which the production mean volume of an NPT run may differ from the volume it
-started from before the run is flagged ``volume_unstable``. Thermal expansion of solids from 0 K
-to their melting point is a few per cent in volume (Al: about 7 %; alkali halides about 10 %), so
-a larger change means the network does not hold the crystal together (the published v2 swells
-Li₃YCl₆ by 80–180 % at 500–700 K) and D describes another material."""
+
+
 EXCLUDING_FLAGS = frozenset(
     {"not_diffusive", "framework_mobile", "temperature_not_reached", "volume_unstable"}
 )
 """Per-temperature flags that leave a temperature out of the Arrhenius fit."""
-
-FLAG_HELP = {
-    "not_diffusive": f"MSD below {MIN_MSD_A2} Å² or log-log slope below {MIN_MSD_EXPONENT}: "
-    "vibration, not diffusion; excluded from the Arrhenius fit",
-    "too_short": "the production run is too short: pymatgen's smoothed MSD was impossible (D "
-    "from a single time origin), or its lags span less than "
-    f"{MIN_LAG_WINDOW_FS / 1000:g} ps (production < n_blocks × 2 ps)",
-    "large_error": f"D's relative error above {MAX_RELATIVE_ERROR}",
-    "framework_mobile": f"a framework atom moved more than {MAX_FRAMEWORK_DISPLACEMENT_A} Å "
-    "(melting or decomposition?); excluded from the Arrhenius fit",
-    "volume_unstable": f"the NPT mean volume differs from the starting volume by more than "
-    f"{100 * MAX_VOLUME_CHANGE:g} % (the crystal swelled or collapsed); excluded from the "
-    "Arrhenius fit",
-    "temperature_not_reached": "the mean kinetic temperature of the production run misses the "
-    f"target by more than {100 * TEMPERATURE_RELATIVE_TOLERANCE:g} % plus "
-    f"{TEMPERATURE_SIGMAS:g}× its expected canonical standard deviation (see "
-    "check_temperature); D belongs to another temperature: excluded from the Arrhenius fit",
-}
-"""What each per-temperature flag means."""
 
 
 class DiffusionResult(BaseModel):
@@ -133,7 +91,7 @@ class DiffusionResult(BaseModel):
     max_framework_displacement: float = Field(description="Å, drift removed")
     msd: list[float] = Field(description="Å², MSD of the mobile species (≤ 200 lags)")
     msd_time_fs: list[float] = Field(description="fs, lag of each MSD value")
-    flags: list[str] = Field(default_factory=list, description="see diffusion.FLAG_HELP")
+    flags: list[str] = Field(default_factory=list, description="see md_verdict.FLAG_HELP")
 
     @property
     def diffusive(self) -> bool:
@@ -145,99 +103,6 @@ class DiffusionResult(BaseModel):
         """Diffusive in an intact framework at the target temperature: used by the Arrhenius
         fit (no flag of :data:`EXCLUDING_FLAGS`)."""
         return self.diffusivity > 0 and not EXCLUDING_FLAGS & set(self.flags)
-
-
-class ArrheniusFit(BaseModel):
-    """Arrhenius fit of D over temperatures and the conductivity extrapolated to 300 K."""
-
-    species: str = Field(description="mobile species")
-    temperatures: list[float] = Field(description="K, temperatures used in the fit")
-    excluded_temperatures: list[float] = Field(
-        default_factory=list,
-        description="K, left out (not diffusive, framework mobile, or temperature not reached)",
-    )
-    diffusivities: list[float] = Field(description="cm²/s, D at the fitted temperatures")
-    activation_energy: float | None = Field(None, description="eV, Ea")
-    activation_energy_error: float | None = Field(
-        None, description="eV, standard error of Ea (needs ≥ 3 temperatures)"
-    )
-    prefactor: float | None = Field(None, description="cm²/s, D0 of D = D0 exp(−Ea/kT)")
-    conductivity_300K: float | None = Field(None, description="mS/cm, extrapolated to 300 K")
-    conductivity_300K_range: list[float] | None = Field(
-        None, description="mS/cm, σ(300 K) with Ea ± its error (pivot at the fitted mean 1/T)"
-    )
-    diffusivity_300K: float | None = Field(None, description="cm²/s, extrapolated to 300 K")
-    flags: list[str] = Field(default_factory=list, description="why a quantity is missing")
-    reason: str | None = Field(
-        None, description="which temperatures were left out and why; why there is no Ea"
-    )
-
-
-class TemperatureCheck(BaseModel):
-    """Whether an MD run reached its target temperature (production part only)."""
-
-    target: float = Field(description="K, thermostat target (or nominal NVE temperature)")
-    mean: float = Field(description="K, mean kinetic temperature of the production frames")
-    expected_std_of_mean: float = Field(
-        description="K, canonical standard deviation of that mean: T·sqrt(2/(3N−3)) / sqrt(n_eff)"
-    )
-    n_effective: float = Field(
-        description="independent samples of T: production time / (2 × correlation time), ≥ 1"
-    )
-    tolerance: float = Field(
-        description="K, allowed |mean − target|: "
-        f"{TEMPERATURE_RELATIVE_TOLERANCE:g}·target + {TEMPERATURE_SIGMAS:g}·expected_std_of_mean"
-    )
-    reached: bool = Field(description="|mean − target| ≤ tolerance")
-    reason: str | None = Field(None, description="why the temperature is flagged (None: reached)")
-
-
-def check_temperature(
-    target: float,
-    temperatures: Sequence[float] | np.ndarray,
-    n_atoms: int,
-    duration_fs: float,
-    correlation_fs: float,
-) -> TemperatureCheck:
-    """Compare the mean of ``temperatures`` (K, production frames) with ``target`` (K).
-
-    Tolerance (K) = ``TEMPERATURE_RELATIVE_TOLERANCE``·target + ``TEMPERATURE_SIGMAS``·σ_mean. In
-    the canonical ensemble the kinetic temperature of ``n_atoms`` atoms with the total momentum
-    fixed (3N − 3 degrees of freedom) fluctuates with σ = T·sqrt(2/(3N − 3)); it stays correlated
-    over about the thermostat time ``correlation_fs`` (fs), so a run of ``duration_fs`` (fs) holds
-    n_eff = max(1, duration / (2·correlation)) independent samples and σ_mean = σ/sqrt(n_eff).
-    Small cells and short runs thus get a wide tolerance; a thermostat that did not hold the
-    target (the mean missing it by more) is flagged.
-
-    Raises:
-        GPTFFInputError: no temperatures, a non-positive target or a non-finite temperature.
-    """
-    values = np.asarray(temperatures, dtype=float)
-    if values.size == 0 or not np.isfinite(values).all():
-        raise GPTFFInputError("check_temperature needs finite temperatures (K) of ≥ 1 frame")
-    if not target > 0:
-        raise GPTFFInputError(f"target temperature must be > 0 K, got {target}")
-    mean = float(values.mean())
-    dof = max(3 * int(n_atoms) - 3, 1)
-    n_effective = max(1.0, float(duration_fs) / (2.0 * float(correlation_fs)))
-    std_of_mean = target * math.sqrt(2.0 / dof) / math.sqrt(n_effective)
-    tolerance = TEMPERATURE_RELATIVE_TOLERANCE * target + TEMPERATURE_SIGMAS * std_of_mean
-    reached = abs(mean - target) <= tolerance
-    reason = None
-    if not reached:
-        reason = (
-            f"mean T {mean:.0f} K misses the {target:g} K target by {abs(mean - target):.0f} K "
-            f"(tolerance ±{tolerance:.0f} K)"
-        )
-    return TemperatureCheck(
-        target=float(target),
-        mean=mean,
-        expected_std_of_mean=std_of_mean,
-        n_effective=n_effective,
-        tolerance=tolerance,
-        reached=reached,
-        reason=reason,
-    )
 
 
 def valence_charge(species: str) -> float:
@@ -461,126 +326,3 @@ def _block_diffusivities(
             return []
         values.append(float(analyzer.diffusivity))
     return values
-
-
-def fit_arrhenius_temperatures(
-    results: Sequence[DiffusionResult],
-    structure: Structure,
-    extrapolate_to: float = ROOM_TEMPERATURE_K,
-) -> ArrheniusFit:
-    """Arrhenius fit of the usable temperatures of ``results`` (pymatgen, ln D vs 1/T): those
-    with D > 0 and no flag of :data:`EXCLUDING_FLAGS` (diffusive, framework intact, target
-    temperature reached).
-
-    Ea needs two usable temperatures (else flag ``fewer_than_two_usable_temperatures`` and no
-    Ea), its error three. ``reason`` names the temperatures left out and their flags. σ at
-    ``extrapolate_to`` (K) is pymatgen's extrapolated conductivity for ``structure`` (the
-    analysed cell).
-    """
-    if not results:
-        raise GPTFFInputError("no temperatures to fit")
-    species = results[0].species
-    used = [r for r in results if r.fit_worthy]
-    left_out = [r for r in results if not r.fit_worthy]
-    fit = ArrheniusFit(
-        species=species,
-        temperatures=[r.temperature for r in used],
-        excluded_temperatures=[r.temperature for r in left_out],
-        diffusivities=[r.diffusivity for r in used],
-    )
-    reasons = [
-        f"{r.temperature:g} K ({', '.join(sorted(EXCLUDING_FLAGS & set(r.flags))) or 'D ≤ 0'})"
-        for r in left_out
-    ]
-    if reasons:
-        fit.reason = "left out of the fit: " + "; ".join(reasons)
-    if len({r.temperature for r in used}) < 2:
-        fit.flags.append("fewer_than_two_usable_temperatures")
-        fit.reason = (
-            f"no Ea: {len({r.temperature for r in used})} usable temperature(s), 2 needed"
-            + (f"; {fit.reason}" if fit.reason else "")
-        )
-        return fit
-    temps = np.array(fit.temperatures)
-    values = np.array(fit.diffusivities)
-    ea, prefactor, ea_error = fit_arrhenius(temps, values, mode="linear")
-    fit.activation_energy = float(ea)
-    fit.prefactor = float(prefactor)
-    fit.activation_energy_error = None if ea_error is None else float(ea_error)
-    if ea_error is None:
-        fit.flags.append("no_error_with_two_temperatures")
-    charge_scale = (results[0].charge / valence_charge(species)) ** 2
-    fit.conductivity_300K = charge_scale * float(
-        get_extrapolated_conductivity(temps, values, extrapolate_to, structure, species)
-    )
-    fit.diffusivity_300K = float(prefactor * math.exp(-ea / (units.kB * extrapolate_to)))
-    if ea_error is not None:
-        lever = 1.0 / extrapolate_to - float(np.mean(1.0 / temps))
-        spread = math.exp(ea_error * lever / units.kB)
-        fit.conductivity_300K_range = [
-            fit.conductivity_300K / spread,
-            fit.conductivity_300K * spread,
-        ]
-    if extrapolate_to < temps.min():
-        fit.flags.append("extrapolated")
-    return fit
-
-
-def _figure(size: tuple[float, float], dpi: int = 120):
-    """A matplotlib Figure and its axes, outside pyplot (the user's backend stays as it is)."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=size, dpi=dpi)
-    return figure, figure.subplots()
-
-
-def plot_msd(results: Sequence[DiffusionResult], path: str | Path) -> Path:
-    """PNG of the MSD (Å²) vs time (ps) of every temperature."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = _figure((5, 4))
-    for result in results:
-        time_ps = np.asarray(result.msd_time_fs) * units.fs / (1000 * units.fs)
-        label = f"{result.temperature:.0f} K"
-        if result.flags:
-            label += f" ({', '.join(result.flags)})"
-        axes.plot(time_ps, result.msd, label=label)
-    axes.set_xlabel("time (ps)")
-    axes.set_ylabel(f"MSD of {results[0].species} (Å²)" if results else "MSD (Å²)")
-    axes.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
-
-
-def plot_arrhenius(fit: ArrheniusFit, results: Sequence[DiffusionResult], path: str | Path) -> Path:
-    """PNG of log10 D (cm²/s) vs 1000/T (K⁻¹) with error bars and the fitted line."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = _figure((5, 4))
-    for used in (True, False):
-        chosen = [r for r in results if r.fit_worthy == used and r.diffusivity > 0]
-        if chosen:
-            axes.errorbar(
-                [1000.0 / r.temperature for r in chosen],
-                [r.diffusivity for r in chosen],
-                yerr=[min(r.diffusivity_error, 0.99 * r.diffusivity) for r in chosen],
-                fmt="o" if used else "x",
-                color="k" if used else "0.6",
-                label="fitted" if used else "flagged (excluded)",
-            )
-    if fit.activation_energy is not None:
-        inverse = np.linspace(1000.0 / max(fit.temperatures), 1000.0 / ROOM_TEMPERATURE_K, 50)
-        line = fit.prefactor * np.exp(-fit.activation_energy * inverse / (1000.0 * units.kB))
-        error = fit.activation_energy_error
-        text = f"Ea = {fit.activation_energy:.3f}" + (f" ± {error:.3f}" if error else "") + " eV"
-        axes.plot(inverse, line, "--", color="C0", label=text)
-    axes.set_yscale("log")
-    axes.set_xlabel("1000 / T (1/K)")
-    axes.set_ylabel(f"D of {fit.species} (cm²/s)")
-    if fit.conductivity_300K is not None:
-        axes.set_title(f"σ(300 K) ≈ {fit.conductivity_300K:.3g} mS/cm", fontsize=9)
-    axes.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path

@@ -13,15 +13,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from gptff_core.cli import arg, command, dump_json, read_structures
+from gptff_core.cli import add_commands, arg, command, dump_json, read_structures
 from gptff_core.errors import ExitCode, GPTFFInputError
 from gptff_core.paths import check_output_dir
 from gptff_core.validation import check_structure
-
-STORE_HELP = (
-    "job store: a directory, a mongodb:// URI, or 'jobflow'; default $GPTFF_STORE, else the "
-    "embedded store in $GPTFF_STORE_DIR or ~/.local/share/gptff/store"
-)
+from gptff_flows.cli.common import STORE_HELP, open_store, print_table
 
 RANKING_COLUMNS = (
     "rank:d formula:s label:s status:s e_form_per_atom:.4f e_above_hull:.4f n_steps:d "
@@ -115,7 +111,11 @@ def _competing(paths: list[str]) -> dict:
     ),
 )  # fmt: skip
 def cmd_screen(args: argparse.Namespace) -> int:
-    from gptff_flows.substitution import check_matches, check_prototypes, parse_substitutions
+    from gptff_flows.analysis.substitution import (
+        check_matches,
+        check_prototypes,
+        parse_substitutions,
+    )
 
     substitutions = parse_substitutions(args.substitute)
     if not substitutions and args.suggest is None:
@@ -123,8 +123,6 @@ def cmd_screen(args: argparse.Namespace) -> int:
     prototypes = check_prototypes(_prototypes(args.prototypes))
     check_matches(prototypes, substitutions)  # an element in no prototype: refused now
     competing = _competing(args.competing)
-    from gptff_flows.cli import open_store
-
     store = open_store(args.store)
     from gptff_flows.flows.screening import SubstitutionScreeningMaker, checkpoint_sha256
     from gptff_flows.stores import describe_store, store_dir
@@ -263,9 +261,7 @@ def default_campaign_id(prototypes: dict, specs: list[str]) -> str:
 
 
 def print_ranking(rows: list[dict]) -> None:
-    from gptff_flows.cli import _print_table
-
-    _print_table([r | {"flags": ",".join(r.get("flags") or []) or "-"} for r in rows],
+    print_table([r | {"flags": ",".join(r.get("flags") or []) or "-"} for r in rows],
                  RANKING_COLUMNS)  # fmt: skip
     for row in rows:
         if row["error"]:
@@ -277,7 +273,6 @@ def print_ranking(rows: list[dict]) -> None:
 def results_screen(args: argparse.Namespace) -> int:
     """``gptff results screen``: ranked candidates of stored campaigns."""
     from gptff_flows import queries
-    from gptff_flows.cli import open_store
 
     store = open_store(args.store, create=False)
     rows = queries.screening_results(
@@ -302,3 +297,8 @@ def results_screen(args: argparse.Namespace) -> int:
             print(f"campaign {campaign}")
             print_ranking([r for r in rows if r["campaign"] == campaign])
     return 0
+
+
+def register(subparsers) -> None:
+    """Add ``gptff screen`` to the ``gptff`` parser."""
+    add_commands(subparsers, cmd_screen)

@@ -12,7 +12,7 @@
   ``e0_below_points``.
 
 The cutoff crossings between neighbouring strained cells, which decide ``jump_at_cutoff``, come
-from :func:`gptff_flows.eos_geometry.cutoff_crossings`.
+from :func:`gptff_flows.analysis.eos_geometry.cutoff_crossings`.
 
 Units: volumes Å³/atom, energies eV/atom (residuals and steps in meV/atom), B0 GPa.
 """
@@ -23,12 +23,51 @@ import warnings
 
 import numpy as np
 from ase import units
+from pydantic import BaseModel, Field
 
 from gptff_core.errors import GPTFFInputError
-from gptff_flows.schemas import CutoffCrossing, EosFit
+from gptff_flows.analysis.eos_geometry import CutoffCrossing
 
 MIN_POINTS = 4
 """Energy–volume points a 4-parameter EOS fit needs."""
+
+
+class EosFit(BaseModel):
+    """One equation-of-state fit, per atom of the cell, with its verdict.
+
+    ``flags`` empty: nothing found against the fit. Otherwise short names, one human reason each
+    in ``flag_reasons`` (thresholds: the constants of this module): ``poor_fit`` (RMS residual
+    or R²), ``jump_at_cutoff`` (an energy step off the curve where a neighbour distance crosses
+    the 5.0 Å or 3.5 Å cutoff), ``energy_jump`` (a step off the curve elsewhere),
+    ``b0_implausible``, ``b1_implausible``, ``e0_below_points``.
+    """
+
+    eos: str = Field(description="pymatgen EOS name, e.g. 'birch_murnaghan'")
+    v0_per_atom: float = Field(description="Å³/atom, equilibrium volume")
+    e0_per_atom: float = Field(description="eV/atom, energy at the equilibrium volume")
+    b0: float = Field(description="GPa, bulk modulus at V0")
+    b1: float = Field(description="dimensionless pressure derivative B′ of the bulk modulus")
+    rms_residual_meV_per_atom: float | None = Field(
+        None, description="meV/atom, RMS of computed minus fitted energies at the points"
+    )
+    r_squared: float | None = Field(None, description="coefficient of determination of the fit")
+    step_misfit_meV_per_atom: float | None = Field(
+        None,
+        description="meV/atom, the largest difference, over neighbouring points, between the "
+        "computed energy step and the fitted one (a jump shows here)",
+    )
+    step_meV_per_atom: float | None = Field(
+        None, description="meV/atom, the computed energy step at that pair of points"
+    )
+    fitted_step_meV_per_atom: float | None = Field(
+        None, description="meV/atom, the fitted energy step at that pair of points"
+    )
+    step_volumes_per_atom: list[float] = Field(
+        default_factory=list, description="Å³/atom, the two volumes of that pair of points"
+    )
+    flags: list[str] = Field(default_factory=list, description="why not to trust the fit")
+    flag_reasons: list[str] = Field(default_factory=list, description="one sentence per flag")
+
 
 MAX_RMS_RESIDUAL_MEV = 1.0
 """meV/atom. A fit that misses its own points by more than this (RMS) is flagged ``poor_fit``.
@@ -101,7 +140,8 @@ def fit_eos(
 ) -> EosFit:
     """Fit ``form`` (a pymatgen EOS name) to per-atom volumes (Å³/atom) and energies (eV/atom),
     and judge it (see the module docstring); ``crossings``: from
-    :func:`gptff_flows.eos_geometry.cutoff_crossings` (none: ``jump_at_cutoff`` is not judged).
+    :func:`~gptff_flows.analysis.eos_geometry.cutoff_crossings` (none: ``jump_at_cutoff`` is
+    not judged).
 
     Raises:
         EosRefused: the points show no minimum inside the sampled volumes, or the fit failed.

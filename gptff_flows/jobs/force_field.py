@@ -44,14 +44,13 @@ from pymatgen.core import Structure
 from gptff_core.errors import ComputationError, GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
 from gptff_flows.failures import failure_document, observer_arrays, store_failure
-from gptff_flows.schemas import GPTFFProvenance, JobType, with_provenance
+from gptff_flows.options import GPTFFOptions, check_gptff_options
+from gptff_flows.schemas.base import GPTFFProvenance, JobType, with_provenance
 
 logger = logging.getLogger(__name__)
 
 GPTFF_CALCULATOR = {"@module": "gptff_core.calculator", "@callable": "GPTFFCalculator"}
 """atomate2 ``force_field_name`` that loads :class:`~gptff_core.calculator.GPTFFCalculator`."""
-
-DTYPES = ("float32", "float64")
 
 
 class ForceFieldSpec(NamedTuple):
@@ -81,34 +80,15 @@ def gptff_force_field(
     Raises:
         GPTFFInputError: a field has a value GPTFF does not accept (the message names it).
     """
-    if not isinstance(model, str) or not model.strip():
-        raise GPTFFInputError(f"model must be a registry name or checkpoint path, got {model!r}")
-    if dtype not in DTYPES:
-        raise GPTFFInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if smooth is not None and not isinstance(smooth, bool):
-        raise GPTFFInputError(f"smooth must be True, False or None, got {smooth!r}")
-    if not isinstance(device, str) or not device:
-        raise GPTFFInputError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    check_gptff_options(model, dtype, smooth, device)
     options = dict(model=model, dtype=dtype, smooth=smooth, device=device)
     return ForceFieldSpec(dict(GPTFF_CALCULATOR), {**calculator_kwargs, **options})
 
 
 @dataclass
-class GPTFFOptions:
-    """The GPTFF fields shared by every GPTFF Maker (a mix-in for atomate2's Makers).
-
-    Args:
-        model: registry name (``"gptff-v1"``, ``"gptff-v2"``) or checkpoint path.
-        dtype: ``"float32"`` or ``"float64"`` (use float64 when comparing energies finely).
-        smooth: C² cutoff envelopes; ``None`` keeps the checkpoint's setting (off for the
-            published networks).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-    """
-
-    model: str = DEFAULT_MODEL
-    dtype: str = "float32"
-    smooth: bool | None = None
-    device: str = "cpu"
+class ForceFieldOptions(GPTFFOptions):
+    """:class:`~gptff_flows.options.GPTFFOptions` wired into atomate2's force-field Makers: the
+    fields become ``force_field_name`` and ``calculator_kwargs``."""
 
     def __post_init__(self) -> None:
         spec = gptff_force_field(self.model, self.dtype, self.smooth, self.device)
@@ -133,7 +113,7 @@ class GPTFFOptions:
 
 
 @dataclass
-class GPTFFStaticMaker(GPTFFOptions, ForceFieldStaticMaker):
+class GPTFFStaticMaker(ForceFieldOptions, ForceFieldStaticMaker):
     """Energy, forces and stress of a structure with GPTFF (atomate2's static job).
 
     Returns a :class:`~gptff_flows.schemas.GPTFFTaskDocument` (eV, eV/Å). See
@@ -150,7 +130,7 @@ class GPTFFStaticMaker(GPTFFOptions, ForceFieldStaticMaker):
 
 
 @dataclass
-class GPTFFRelaxMaker(GPTFFOptions, ForceFieldRelaxMaker):
+class GPTFFRelaxMaker(ForceFieldOptions, ForceFieldRelaxMaker):
     """Relax positions and (``relax_cell=True``, default) the cell with GPTFF.
 
     atomate2's relaxation: FIRE on a ``FrechetCellFilter``, ``relax_kwargs={"fmax": 0.1}`` eV/Å
@@ -169,7 +149,7 @@ class GPTFFRelaxMaker(GPTFFOptions, ForceFieldRelaxMaker):
 
 
 @dataclass
-class GPTFFMDMaker(GPTFFOptions, ForceFieldMDMaker):
+class GPTFFMDMaker(ForceFieldOptions, ForceFieldMDMaker):
     """Molecular dynamics with GPTFF: NVE, NVT or NPT as atomate2 offers them.
 
     ``ensemble`` ``"nve"``, ``"nvt"`` (Langevin by default) or ``"npt"``; ``time_step`` in fs,

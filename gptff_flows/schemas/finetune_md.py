@@ -26,8 +26,10 @@ from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
 from gptff_core.errors import GPTFFInputError
-from gptff_flows.diffusion import ArrheniusFit, DiffusionResult, TemperatureCheck
-from gptff_flows.schemas import GPTFFProvenance
+from gptff_flows.analysis.arrhenius import ArrheniusFit
+from gptff_flows.analysis.diffusion import DiffusionResult
+from gptff_flows.analysis.md_verdict import TemperatureCheck
+from gptff_flows.schemas.base import GPTFFProvenance
 
 
 class CheckpointBlob(BaseModel):
@@ -108,7 +110,7 @@ class MDTemperatureDocument(BaseModel):
     temperature_check: TemperatureCheck | None = Field(
         None,
         description="mean T against the target and its tolerance (K), see "
-        "diffusion.check_temperature",
+        "md_verdict.check_temperature",
     )
     mean_pressure: float = Field(description="GPa, production mean, kinetic term included")
     mean_volume: float = Field(description="Å³, production mean")
@@ -125,7 +127,7 @@ class MDTemperatureDocument(BaseModel):
     flags: list[str] = Field(
         default_factory=list,
         description="verdicts on this temperature: the diffusion flags, 'temperature_not_reached', "
-        "'no_production_frames' (see diffusion.FLAG_HELP); empty: nothing to distrust",
+        "'no_production_frames' (see md_verdict.FLAG_HELP); empty: nothing to distrust",
     )
     elapsed_s: float = Field(description="s, wall time of the MD")
     ms_per_step: float = Field(description="ms per MD step")
@@ -139,7 +141,7 @@ class TemperatureRow(BaseModel):
     temperature: float = Field(description="K, target")
     mean_temperature: float = Field(description="K, production mean (kinetic)")
     temperature_tolerance: float | None = Field(
-        None, description="K, allowed |mean − target| (see diffusion.check_temperature)"
+        None, description="K, allowed |mean − target| (see md_verdict.check_temperature)"
     )
     temperature_reason: str | None = Field(
         None, description="why 'temperature_not_reached' (None: the target was reached)"
@@ -150,7 +152,7 @@ class TemperatureRow(BaseModel):
     diffusivity_error: float | None = Field(None, description="cm²/s, 1σ")
     conductivity: float | None = Field(None, description="mS/cm")
     conductivity_error: float | None = Field(None, description="mS/cm, 1σ")
-    flags: list[str] = Field(default_factory=list, description="see diffusion.FLAG_HELP")
+    flags: list[str] = Field(default_factory=list, description="see md_verdict.FLAG_HELP")
     md_uuid: str | None = Field(None, description="uuid of the MD job")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from jobflow import JobStore
 
-from gptff_flows import queries
+from gptff_flows.queries.common import FORMULA_FIELDS, base_record, filter_criteria, run_query
 
 SUMMARY_DOCUMENT = "FineTuneMDDocument"
 
@@ -26,15 +26,15 @@ def finetune_md_results(store: JobStore, **filters) -> list[dict]:
     ``finetuned`` (False: MD with the model as it is), ``finetune_checkpoint_sha256``, the
     provenance (``smooth`` among it), ``job_name``, ``flow_name``, ``completed_at``, ``uuid``.
     """
-    criteria = {"output.@class": SUMMARY_DOCUMENT, **queries._criteria(**filters)}
-    properties = [*queries._FORMULA, "output.species", "output.arrhenius"]
+    criteria = {"output.@class": SUMMARY_DOCUMENT, **filter_criteria(**filters)}
+    properties = [*FORMULA_FIELDS, "output.species", "output.arrhenius"]
     properties += ["output.temperatures", "output.finetune", "output.flags"]
     records = []
-    for doc in queries._query(store, criteria, properties):
+    for doc in run_query(store, criteria, properties):
         output = doc.get("output") or {}
         fit = output.get("arrhenius") or {}
         rows = output.get("temperatures") or []
-        record = queries._base_record(doc)
+        record = base_record(doc)
         record |= {
             "species": output.get("species"),
             "activation_energy": fit.get("activation_energy"),

@@ -2,7 +2,7 @@
 
 * :func:`tensile_step_job` — strain the reference cell, run NVT MD (ASE Nosé–Hoover chain) with
   GPTFF, analyse snapshots (a-CNA fractions, broadened XRD), return a
-  :class:`~gptff_flows.tensile_schemas.TensileStepDocument`.
+  :class:`~gptff_flows.schemas.tensile.TensileStepDocument`.
 * :func:`tensile_summary_job` — rows per strain, the fcc onset, PNG plots, the summary.
 
 Units: lengths Å, time step fs, temperature K, stress GPa (tensile positive, converted from
@@ -22,17 +22,17 @@ from jobflow import CURRENT_JOB, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from gptff_flows.diffusion import check_temperature
-from gptff_flows.finetune_md_jobs import DYNAMICS
-from gptff_flows.schemas import GPTFFProvenance
-from gptff_flows.stacking import LABELS, classify, fractions
-from gptff_flows.tensile_schemas import (
+from gptff_flows.analysis.md_verdict import check_temperature
+from gptff_flows.analysis.stacking import LABELS, classify, fractions
+from gptff_flows.analysis.xrd import broadened_average, strongest_peak
+from gptff_flows.jobs.md import DYNAMICS
+from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.tensile import (
     FCC_ONSET,
     TensileRow,
     TensileStepDocument,
     TensileSummaryDocument,
 )
-from gptff_flows.xrd import broadened_average, strongest_peak
 
 logger = logging.getLogger(__name__)
 

@@ -11,14 +11,10 @@ import argparse
 import sys
 import warnings
 
-from gptff_core.cli import arg, command, dump_json, read_structures
+from gptff_core.cli import add_commands, arg, command, dump_json, read_structures
 from gptff_core.errors import ExitCode, GPTFFInputError
 from gptff_core.paths import check_output_dir
-
-STORE_HELP = (
-    "job store: a directory, a mongodb:// URI, or 'jobflow'; default $GPTFF_STORE, else the "
-    "embedded store in $GPTFF_STORE_DIR or ~/.local/share/gptff/store"
-)
+from gptff_flows.cli.common import STORE_HELP, open_store
 
 
 def _temperatures(text: str) -> list[float]:
@@ -167,7 +163,6 @@ def _require_cell(path: str, atoms) -> None:
 def _store_and_plots(args, maker, structure, data: dict, flow):
     """Open (and check) the store, then settle the plot directory (default ``<store>/plots``),
     checked writable; the flow again if the plot directory changed. Before any work."""
-    from gptff_flows.cli import open_store
     from gptff_flows.stores import store_dir
 
     store = open_store(args.store)
@@ -266,3 +261,8 @@ def _md_report(doc) -> str:
     for kind, path in doc.plots.items():
         lines.append(f"{kind} plot: {path}")
     return "\n".join(lines)
+
+
+def register(subparsers) -> None:
+    """Add ``gptff finetune-md`` to the ``gptff`` parser."""
+    add_commands(subparsers, cmd_finetune_md)

@@ -2,7 +2,7 @@
 
 * :func:`finetune_job` — fine-tunes a GPTFF network on frames from files or from job-store
   documents, in a scratch directory it deletes afterwards; the checkpoint leaves the job only as
-  a :class:`~gptff_flows.finetune_md_schemas.CheckpointBlob` routed to the ``"data"`` store.
+  a :class:`~gptff_flows.schemas.finetune_md.CheckpointBlob` routed to the ``"data"`` store.
 * :func:`md_job` — writes the checkpoint from the store into its own directory (sha256 checked)
   and runs MD at one temperature through atomate2's MD Maker
   (:class:`~gptff_flows.jobs.GPTFFMDMaker`, ASE integrators); frames, energies and the
@@ -23,28 +23,22 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 from ase import units
-from ase.md.md import MolecularDynamics
-from ase.md.nose_hoover_chain import MTKNPT, NoseHooverChainNVT
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
-from ase.md.verlet import VelocityVerlet
 from jobflow import CURRENT_JOB, JobConfig, job
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import GPTFFInputError
-from gptff_flows.diffusion import (
-    MAX_VOLUME_CHANGE,
-    analyze_diffusion,
-    check_temperature,
-    fit_arrhenius_temperatures,
-    plot_arrhenius,
-    plot_msd,
-)
-from gptff_flows.finetune_md_schemas import (
+from gptff_flows.analysis.arrhenius import fit_arrhenius_temperatures
+from gptff_flows.analysis.diffusion import analyze_diffusion
+from gptff_flows.analysis.md_verdict import MAX_VOLUME_CHANGE, check_temperature
+from gptff_flows.analysis.plotting import plot_arrhenius, plot_msd
+from gptff_flows.jobs.md import DYNAMICS, KBAR, conserved_drift, record_arrays, recording_dynamics
+from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.finetune_md import (
     CheckpointBlob,
     FineTuneDocument,
     FineTuneMDDocument,
@@ -53,17 +47,8 @@ from gptff_flows.finetune_md_schemas import (
     pack_trajectory,
     verdict_flags,
 )
-from gptff_flows.schemas import GPTFFProvenance
 
 logger = logging.getLogger(__name__)
-
-KBAR = 1e3 * units.bar
-"""eV/Å³ per kbar (atomate2's pressure unit)."""
-
-DYNAMICS = {"nve": VelocityVerlet, "nvt": NoseHooverChainNVT, "npt": MTKNPT}
-"""ASE integrators: velocity Verlet (NVE), Nosé–Hoover chain (NVT) and MTK (NPT); the
-thermostatted ones have a conserved energy whose drift the documents report."""
-
 
 # ---------------------------------------------------------------------- training data
 
@@ -216,83 +201,6 @@ def finetune_job(
 # ---------------------------------------------------------------------- MD
 
 
-def recording_dynamics(
-    base: type[MolecularDynamics], interval: int, total_steps: int | None = None
-) -> type:
-    """A subclass of the ASE integrator ``base`` that records, every ``interval`` steps (and at
-    step 0), positions, cell, potential, kinetic and conserved energy, temperature and pressure
-    into ``instance.records``; ``cls.instances`` lists the instances created. With
-    ``total_steps``, progress (step, T K, P GPa, ms/step) is logged at INFO about every tenth of
-    the run."""
-    log_every = None if total_steps is None else max(1, total_steps // 10)
-
-    class Recording(base):
-        instances: ClassVar[list] = []
-
-        def __init__(self, atoms, *args, **kwargs):
-            super().__init__(atoms, *args, **kwargs)
-            self.records: list[tuple] = []
-            self._started = time.perf_counter()
-            type(self).instances.append(self)
-            self.attach(self._record, interval=interval)
-            if log_every is not None:
-                self.attach(self._log_progress, interval=log_every)
-
-        def set_temperature(self, temperature_K=None, **_):  # atomate2 calls it every step
-            thermostat = getattr(self, "_thermostat", None)
-            if thermostat is not None and temperature_K is not None:
-                thermostat._kT = units.kB * temperature_K
-
-        def _record(self):
-            atoms = self.atoms
-            potential = atoms.get_potential_energy()
-            kinetic = atoms.get_kinetic_energy()
-            conserved = (
-                self.get_conserved_energy()
-                if hasattr(self, "get_conserved_energy")
-                else potential + kinetic
-            )
-            stress = atoms.get_stress(include_ideal_gas=True)
-            self.records.append(
-                (
-                    self.nsteps,
-                    atoms.get_positions(),
-                    atoms.cell.array.copy(),
-                    potential,
-                    kinetic,
-                    conserved,
-                    atoms.get_temperature(),
-                    -float(np.mean(stress[:3])) / units.GPa,
-                )
-            )
-
-        def _log_progress(self):
-            if self.nsteps == 0:
-                return
-            stress = self.atoms.get_stress(include_ideal_gas=True)
-            logger.info(
-                "%s: step %d/%d, T %.0f K, P %.2f GPa, %.0f ms/step",
-                base.__name__,
-                self.nsteps,
-                total_steps,
-                self.atoms.get_temperature(),
-                -float(np.mean(stress[:3])) / units.GPa,
-                1e3 * (time.perf_counter() - self._started) / self.nsteps,
-            )
-
-    Recording.__name__ = f"Recording{base.__name__}"
-    return Recording
-
-
-def _drift(time_fs: np.ndarray, conserved: np.ndarray, n_atoms: int):
-    """(slope eV/atom/ps, largest deviation eV/atom) of the conserved energy."""
-    if len(time_fs) < 2:
-        return None, None
-    per_atom = (conserved - conserved[0]) / n_atoms
-    slope = np.polyfit(time_fs * units.fs / (1000 * units.fs), per_atom, 1)[0]
-    return float(slope), float(np.abs(per_atom).max())
-
-
 def _network(checkpoint, model: str | None) -> tuple[str, str]:
     """(checkpoint path or model name to load, provenance label): the fine-tuned checkpoint
     written from the store blob into the job's directory (sha256 checked), or ``model``."""
@@ -329,23 +237,6 @@ def _md_maker(network: str, dynamics: type, temperature: float, settings: dict):
         n_steps=total_steps,
         ase_md_kwargs=md_kwargs,
         traj_interval=total_steps,  # the recorder keeps the frames; atomate2's observer idles
-    )
-
-
-def _record_arrays(records: list[tuple], time_step: float) -> dict[str, np.ndarray]:
-    """The recorder's frames as arrays: ``steps``, ``time_fs`` (fs), ``positions`` (Å),
-    ``cells`` (Å), ``potential_energy``, ``kinetic_energy``, ``conserved_energy`` (eV),
-    ``temperature`` (K), ``pressure`` (GPa)."""
-    steps = np.array([r[0] for r in records], dtype=int)
-    n = len(records)
-    series = np.array([r[3:] for r in records], dtype=float).reshape(n, 5).T
-    names = ("potential_energy", "kinetic_energy", "conserved_energy", "temperature", "pressure")
-    return dict(
-        steps=steps,
-        time_fs=steps * time_step,
-        positions=np.array([r[1] for r in records], dtype=float).reshape(n, -1, 3),
-        cells=np.array([r[2] for r in records], dtype=float).reshape(n, 3, 3),
-        **dict(zip(names, series, strict=True)),
     )
 
 
@@ -394,10 +285,10 @@ def md_job(
         runner = getattr(maker, "_md_runner", None)
         if runner is None:
             raise
-        arrays = _record_arrays(runner.records, settings["time_step"])
+        arrays = record_arrays(runner.records, settings["time_step"])
         raise maker.md_failure(cell, error, arrays) from error
     elapsed = time.perf_counter() - start
-    arrays = _record_arrays(dynamics.instances[-1].records, settings["time_step"])
+    arrays = record_arrays(dynamics.instances[-1].records, settings["time_step"])
     provenance = GPTFFProvenance.from_calculator(maker.calculator, "md", source)
     return _temperature_document(cell, temperature, settings, arrays, elapsed, provenance)
 
@@ -416,7 +307,7 @@ def _temperature_document(
     production = arrays["steps"] >= settings["equilibration_steps"]
     n_atoms = len(cell)
     time_fs, temps = arrays["time_fs"][production], arrays["temperature"][production]
-    drift, deviation = _drift(time_fs, arrays["conserved_energy"][production], n_atoms)
+    drift, deviation = conserved_drift(time_fs, arrays["conserved_energy"][production], n_atoms)
     cells = arrays["cells"][production]
     check = check_temperature(
         temperature, temps, n_atoms, float(np.ptp(time_fs)), correlation_fs=settings["tdamp"]
@@ -522,7 +413,7 @@ def summary_job(
     if results:
         arrhenius = fit_arrhenius_temperatures(results, structure)
     else:
-        from gptff_flows.diffusion import ArrheniusFit
+        from gptff_flows.analysis.arrhenius import ArrheniusFit
 
         arrhenius = ArrheniusFit(
             species=species,

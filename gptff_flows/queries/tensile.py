@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from jobflow import JobStore
 
-from gptff_flows import queries
+from gptff_flows.queries.common import FORMULA_FIELDS, base_record, filter_criteria, run_query
 
 SUMMARY_DOCUMENT = "TensileSummaryDocument"
 
@@ -27,11 +27,11 @@ def tensile_results(store: JobStore, flow_name: str | None = None, **filters) ->
     ``uuid``.
     """
     criteria = {"output.@class": SUMMARY_DOCUMENT}
-    criteria |= queries._criteria(flow_name=flow_name, **filters)
-    properties = [*queries._FORMULA, "output.temperature", "output.rows"]
+    criteria |= filter_criteria(flow_name=flow_name, **filters)
+    properties = [*FORMULA_FIELDS, "output.temperature", "output.rows"]
     properties += ["output.fcc_onset_strain", "output.plots", "output.flags"]
     records = []
-    for doc in queries._query(store, criteria, properties):
+    for doc in run_query(store, criteria, properties):
         output = doc.get("output") or {}
         rows = [
             {
@@ -47,7 +47,7 @@ def tensile_results(store: JobStore, flow_name: str | None = None, **filters) ->
             }
             for row in output.get("rows") or []
         ]
-        record = queries._base_record(doc)
+        record = base_record(doc)
         record |= {
             "temperature": output.get("temperature"),
             "max_strain": max((row["strain"] for row in rows), default=None),

@@ -3,7 +3,8 @@ that a structure is a 3D bulk before an EOS is computed (pure functions, ASE onl
 
 * :func:`cutoff_crossings`: where a pair distance crosses the network's 5.0 Å bond or 3.5 Å
   three-body cutoff between neighbouring strained cells (the published network's energy is
-  discontinuous there; :func:`gptff_flows.eos_verdict.fit_eos` flags a step off the curve there).
+  discontinuous there; :func:`~gptff_flows.analysis.eos_fit.fit_eos` flags a step off the
+  curve there).
 * :func:`check_bulk`: refuses, before any work, a structure whose volume is not that of a 3D bulk
   material: no periodic cell, an empty gap through the cell, isolated atoms.
 
@@ -17,10 +18,21 @@ import itertools
 import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
+from pydantic import BaseModel, Field
 
 from gptff_core.errors import GPTFFInputError, StructureError
 from gptff_core.graph import BOND_CUTOFF, THREE_BODY_CUTOFF
-from gptff_flows.schemas import CutoffCrossing
+
+
+class CutoffCrossing(BaseModel):
+    """Pair distances that cross one of the network's cutoffs between two neighbouring points."""
+
+    cutoff: float = Field(description="Å, the cutoff crossed (5.0 bond, 3.5 three-body)")
+    kind: str = Field(description="'bond' or 'three-body'")
+    volumes_per_atom: list[float] = Field(description="Å³/atom, the two neighbouring points")
+    n_pairs: int = Field(description="number of atom pairs whose distance crosses the cutoff")
+    example: str = Field(description="one of them, e.g. 'Al–Al 4.960 → 5.079 Å'")
+
 
 MAX_VACUUM_GAP = BOND_CUTOFF
 """Å. A structure with an empty slab wider than this through its cell (no atom centre in it) is

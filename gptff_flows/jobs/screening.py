@@ -3,8 +3,8 @@
 :func:`relax_items` relaxes a chunk of structures in TorchSim batches
 (:func:`gptff_core.torchsim.relax_batch`, FIRE on a Frechet cell filter; positions only for
 molecules in a box), takes each final energy on a supercell of at least ``min_atoms`` atoms (the
-cell policy of :mod:`gptff_flows.energetics`) and returns one
-:class:`~gptff_flows.screening_schemas.CandidateDocument` per structure. It never raises for a
+cell policy of :mod:`gptff_flows.analysis.energetics`) and returns one
+:class:`~gptff_flows.schemas.screening.CandidateDocument` per structure. It never raises for a
 bad structure: one GPTFF cannot take at all (an element beyond Pu, overlapping atoms, a degenerate
 cell) is found before the batch and stored as ``failed``; when a batch stops on a structure that
 breaks during its relaxation (atoms collapsing closer than 0.5 Å), the chunk is relaxed again one
@@ -30,10 +30,10 @@ from pydantic import BaseModel
 from pymatgen.core import Composition, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from gptff_flows.energetics import stabilities, supercell
-from gptff_flows.schemas import GPTFFProvenance
-from gptff_flows.screening_leases import LEASE_SECONDS, lease_book, new_owner, share_work
-from gptff_flows.screening_schemas import (
+from gptff_flows.analysis.energetics import stabilities, supercell
+from gptff_flows.jobs.leases import LEASE_SECONDS, lease_book, new_owner, share_work
+from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.screening import (
     CHUNK_DOCUMENT,
     CandidateDocument,
     CellPolicy,
@@ -223,7 +223,7 @@ def relax_items(
 
 
 def _repeats(atoms, min_atoms: int) -> tuple[int, int, int]:
-    from gptff_flows.energetics import supercell_repeats
+    from gptff_flows.analysis.energetics import supercell_repeats
 
     if not all(atoms.pbc):
         return (1, 1, 1)
@@ -275,7 +275,7 @@ def relax_chunk(
     lease_seconds: float = LEASE_SECONDS,
 ) -> ScreeningChunkDocument:
     """Job: :func:`relax_items` of the structures of one chunk that no other run has stored or
-    is computing (leases in the store, :mod:`gptff_flows.screening_leases`), as a
+    is computing (leases in the store, :mod:`gptff_flows.jobs.leases`), as a
     :class:`ScreeningChunkDocument`; structures another run stored meanwhile come as
     ``reused`` records. ``lease_seconds``: s, lease duration."""
     start = time.perf_counter()
@@ -404,7 +404,7 @@ def _phases_inside(phases: Sequence[dict], chemsys: str) -> list[dict]:
 
 def hull_verdict(record: dict, inside: Sequence[dict]) -> tuple[str, list[str]]:
     """``(hull_references, flags)`` of a candidate whose hull is made of the phases ``inside``
-    its chemical system (see :data:`~gptff_flows.screening_schemas.FLAG_HELP`)."""
+    its chemical system (see :data:`~gptff_flows.schemas.screening.FLAG_HELP`)."""
     compounds = [p for p in inside if not Composition(p["formula"]).is_element]
     flags = []
     if record["status"] == "not_converged":

@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
-from gptff_flows.schemas import GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFProvenance
 
 Status = Literal["relaxed", "not_converged", "failed"]
 Role = Literal["candidate", "reference", "competing"]
@@ -41,7 +41,7 @@ CAMPAIGN_DOCUMENT = "ScreeningCampaignDocument"
 
 
 class CellPolicy(BaseModel):
-    """How final energies were taken (see :mod:`gptff_flows.energetics`)."""
+    """How final energies were taken (see :mod:`gptff_flows.analysis.energetics`)."""
 
     name: Literal["supercell"] = Field("supercell", description="the policy's name")
     min_atoms: int = Field(

@@ -1,0 +1,95 @@
+"""What every GPTFF document shares: provenance, and atomate2's task documents carrying it.
+
+* :class:`GPTFFProvenance` — which network produced a result: model name, checkpoint path and
+  sha256, dtype, smooth flag, device and the ``gptff`` package version.
+* :class:`GPTFFTaskDocument` — atomate2's ``ForceFieldTaskDocument`` unchanged (energies in eV,
+  forces in eV/Å, stress as atomate2 stores it) plus a ``gptff`` provenance block; static, relax and
+  MD jobs return it.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from typing import Literal
+
+from atomate2.forcefields.schemas import ForceFieldMoleculeTaskDocument, ForceFieldTaskDocument
+from pydantic import BaseModel, Field
+
+logger = logging.getLogger(__name__)
+
+JobType = Literal["static", "relax", "md", "eos", "finetune", "finetune_md", "tensile"]
+
+
+def gptff_version() -> str:
+    """Installed version of the ``gptff`` distribution (``"unknown"`` when not installed)."""
+    try:
+        return metadata.version("gptff")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class GPTFFProvenance(BaseModel):
+    """Which GPTFF network produced a result, exactly."""
+
+    job_type: JobType = Field(
+        description="what was computed: static, relax, md, eos, finetune or finetune_md"
+    )
+    model: str = Field(description="model as requested: registry name or checkpoint path")
+    model_name: str = Field(description="registry name, or the checkpoint file's stem")
+    checkpoint_path: str = Field(description="checkpoint file that was loaded")
+    checkpoint_sha256: str = Field(description="sha256 (hex) of the checkpoint file")
+    checkpoint_format: str = Field(description="'published' or 'gptff-toolkit'")
+    dtype: str = Field(description="floating-point precision of the evaluation")
+    smooth: bool = Field(description="whether C² cutoff envelopes were applied")
+    bond_window: float = Field(description="Å, envelope width below the 5 Å bond cutoff")
+    three_body_window: float = Field(description="Å, envelope width below the 3.5 Å cutoff")
+    device: str = Field(description="torch device the network ran on")
+    gptff_version: str = Field(description="version of the gptff package")
+
+    @classmethod
+    def from_calculator(cls, calculator, job_type: JobType, model: str) -> GPTFFProvenance:
+        """Provenance of a :class:`~gptff_core.calculator.GPTFFCalculator` that has been used."""
+        network = calculator.model
+        source = network.source
+        parameter = next(network.parameters())
+        return cls(
+            job_type=job_type,
+            model=str(model),
+            model_name=source.name,
+            checkpoint_path=source.path,
+            checkpoint_sha256=source.sha256,
+            checkpoint_format=source.format,
+            dtype=str(parameter.dtype).removeprefix("torch."),
+            smooth=bool(network.config.smooth),
+            bond_window=float(network.config.bond_window),
+            three_body_window=float(network.config.three_body_window),
+            device=str(parameter.device),
+            gptff_version=gptff_version(),
+        )
+
+
+class GPTFFTaskDocument(ForceFieldTaskDocument):
+    """atomate2's force-field task document plus the GPTFF provenance (energies in eV)."""
+
+    gptff: GPTFFProvenance = Field(description="the GPTFF network that produced this result")
+
+
+class GPTFFMoleculeTaskDocument(ForceFieldMoleculeTaskDocument):
+    """atomate2's force-field molecule document plus the GPTFF provenance (energies in eV)."""
+
+    gptff: GPTFFProvenance = Field(description="the GPTFF network that produced this result")
+
+
+def with_provenance(doc, provenance: GPTFFProvenance):
+    """The atomate2 document(s) ``doc`` as GPTFF documents carrying ``provenance``."""
+    if isinstance(doc, list):
+        return [with_provenance(d, provenance) for d in doc]
+    kind = (
+        GPTFFMoleculeTaskDocument
+        if isinstance(doc, ForceFieldMoleculeTaskDocument)
+        else GPTFFTaskDocument
+    )
+    fields = dict(doc)
+    fields["forcefield_version"] = provenance.gptff_version
+    return kind(**fields, gptff=provenance)
