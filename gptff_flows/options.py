@@ -2,8 +2,10 @@
 
 :class:`GPTFFOptions` holds ``model``, ``dtype``, ``smooth``, ``device`` and ``calculator_kwargs``;
 every Maker of :mod:`gptff_flows` inherits it, so the fields, their documentation and their checks
-are written once. The validators (:func:`require_number`, :func:`require_int`) raise
-:class:`~gptff_core.errors.GPTFFInputError` messages that name the field, the unit and the value.
+are written once. They are keyword-only; a Maker that changes a default redeclares the field
+keyword-only too (``smooth: bool | None = field(default=False, kw_only=True)``). The validators
+(:func:`require_number`, :func:`require_int`) raise :class:`~gptff_core.errors.GPTFFInputError`
+messages that name the field, the unit and the value.
 
 Paths given to a Maker are resolved when the Maker is built, in the caller's working directory
 (:func:`absolute_dir`): jobs run elsewhere (``run_flow``'s temporary directory, a cluster node),
@@ -37,9 +39,10 @@ def check_gptff_options(model: object, dtype: object, smooth: object, device: ob
         raise GPTFFInputError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GPTFFOptions:
-    """The GPTFF fields of every GPTFF Maker (a mix-in).
+    """The GPTFF fields of every GPTFF Maker (a mix-in; keyword-only, so a Maker's own fields
+    keep their positions: ``name`` stays its first positional argument).
 
     Args:
         model: registry name (``"gptff-v1"``, ``"gptff-v2"``) or checkpoint path.

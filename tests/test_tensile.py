@@ -263,3 +263,20 @@ def test_demo_script_refuses_a_bad_repeat():
     for bad in ("4,2", "a,b,c", "4,2,3,1"):
         with pytest.raises(GPTFFInputError, match="three integers NX,NY,NZ"):
             demo._repeat(bad)
+
+
+def test_calculator_kwargs_reach_the_calculator_and_may_not_repeat_a_field():
+    """``calculator_kwargs`` (from GPTFFOptions) reach the step's calculator next to ``skin``;
+    the settings of a run without them are those of earlier versions (same input hash); a key
+    that repeats a Maker field is refused rather than silently overridden."""
+    import gptff_flows.jobs.tensile as tensile_jobs
+
+    structure = oriented_hcp_cell(repeat=(1, 1, 1))
+    settings = TensileMDMaker(calculator_kwargs={"bond_window": 0.7}).settings(structure)
+    assert settings["calculator_kwargs"] == {"bond_window": 0.7}
+    assert "calculator_kwargs" not in TensileMDMaker().settings(structure)
+    calculator = tensile_jobs._calculator(settings)
+    assert calculator.model.config.bond_window == 0.7
+    assert calculator.graph_builder is not None  # skin 1 Å: neighbour lists reused
+    with pytest.raises(GPTFFInputError, match="calculator_kwargs sets skin"):
+        TensileMDMaker(calculator_kwargs={"skin": 2.0}).make(structure)

@@ -87,7 +87,8 @@ def _stored(store, name: str) -> dict | None:
     return found[-1] if found else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The script's options (K, fs, engineering strain, Å)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper", action="store_true", help="960 atoms, 0–20 %%, long MD")
     parser.add_argument(
@@ -112,7 +113,74 @@ def main(argv: list[str] | None = None) -> int:
                         "changes hcp Ti's c/a from 1.59 to 1.69)")  # fmt: skip
     parser.add_argument("--submit", metavar="WORKER", help="submit to jobflow-remote instead")
     parser.add_argument("--project", help="jobflow-remote project (with --submit)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _size(args: argparse.Namespace) -> dict:
+    """Cell repeat, largest strain, and step counts of the run (:data:`SMALL` or :data:`PAPER`
+    with the command line's changes)."""
+    size = dict(PAPER if args.paper else SMALL)
+    size["max_strain"] = args.max_strain or size["max_strain"]
+    size["steps"] = args.steps or size["steps"]
+    if args.repeat:
+        size["repeat"] = _repeat(args.repeat)
+    return size
+
+
+def _lattice_constants(args: argparse.Namespace) -> tuple[float, float, str]:
+    """(a, c) in Å and where they come from: experiment, or relaxed with GPTFF."""
+    from gptff_flows.flows.tensile import TI_A, TI_C
+
+    if args.experimental_cell:
+        return TI_A, TI_C, "experimental"
+    a, c = relaxed_constants(args.model, args.dtype, args.smooth)
+    return a, c, "GPTFF-relaxed"
+
+
+def _maker(args: argparse.Namespace, size: dict, cell_source: str, out: Path):
+    """The :class:`TensileMDMaker`, named after every setting (so a rerun finds its results)."""
+    from gptff_flows.flows.tensile import TensileMDMaker
+
+    nx, ny, nz = size["repeat"]
+    name = (
+        f"paper-ti-strain {nx}x{ny}x{nz} {cell_source} T={args.temperature:g}K "
+        f"eps=0:{args.strain_step:g}:{size['max_strain']:g} nu={args.poisson:g} "
+        f"dt={args.time_step:g}fs steps={size['initial']}+{size['equilibration']}+{size['steps']} "
+        f"{args.model} {args.dtype}{' smooth' if args.smooth else ''}"
+    )
+    return TensileMDMaker(
+        name=name, temperature=args.temperature, strain_step=args.strain_step,
+        max_strain=size["max_strain"], poisson=args.poisson, time_step=args.time_step,
+        steps_per_strain=size["steps"], equilibration_steps=size["equilibration"],
+        initial_equilibration_steps=size["initial"], snapshot_interval=size["snapshot_interval"],
+        model=args.model, dtype=args.dtype, smooth=args.smooth, plot_dir=str(out),
+    )  # fmt: skip
+
+
+def _run_or_load(maker, structure, store) -> dict:
+    """The stored record of ``maker``'s flow, running it first (with a progress bar; after a
+    crash only the missing strains) unless it is already complete in ``store``."""
+    from gptff_flows.run import run_flow
+
+    record = _stored(store, maker.name)
+    if record is not None:
+        print("already in the store; printing the stored results", file=sys.stderr)
+        return record
+    flow = maker.make(structure)
+    jobs_logger = logging.getLogger("gptff_flows.jobs.tensile")
+    jobs_logger.setLevel(logging.INFO)
+    with tqdm(total=len(maker.strains()), desc="strains", unit="strain") as bar:
+        handler = _Progress(bar)
+        jobs_logger.addHandler(handler)
+        try:
+            run_flow(flow, store, resume=True)  # after a crash: the missing strains
+        finally:
+            jobs_logger.removeHandler(handler)
+    return _stored(store, maker.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -122,72 +190,46 @@ def main(argv: list[str] | None = None) -> int:
 
     from gptff_core.paths import check_output_dir
     from gptff_flows.cli.common import open_store
-    from gptff_flows.flows.tensile import TI_A, TI_C, TensileMDMaker, oriented_hcp_cell
-    from gptff_flows.run import run_flow, submit_flow
+    from gptff_flows.flows.tensile import oriented_hcp_cell
+    from gptff_flows.run import submit_flow
     from gptff_flows.stores import describe_store
 
-    size = dict(PAPER if args.paper else SMALL)
-    size["max_strain"] = args.max_strain or size["max_strain"]
-    size["steps"] = args.steps or size["steps"]
-    if args.repeat:
-        size["repeat"] = _repeat(args.repeat)
-    smooth = args.smooth
+    size = _size(args)
     out = check_output_dir(args.out, "--out")  # output and store checked before any work
     store = None if args.submit else open_store(args.store)
     started = time.perf_counter()
-    if args.experimental_cell:
-        a, c, cell_source = TI_A, TI_C, "experimental"
-    else:
-        a, c = relaxed_constants(args.model, args.dtype, smooth)
-        cell_source = "GPTFF-relaxed"
+    a, c, cell_source = _lattice_constants(args)
     structure = oriented_hcp_cell("Ti", a=a, c=c, repeat=size["repeat"])
-    nx, ny, nz = size["repeat"]
-    name = (
-        f"paper-ti-strain {nx}x{ny}x{nz} {cell_source} T={args.temperature:g}K "
-        f"eps=0:{args.strain_step:g}:{size['max_strain']:g} nu={args.poisson:g} "
-        f"dt={args.time_step:g}fs steps={size['initial']}+{size['equilibration']}+{size['steps']} "
-        f"{args.model} {args.dtype}{' smooth' if smooth else ''}"
-    )
-    maker = TensileMDMaker(
-        name=name, temperature=args.temperature, strain_step=args.strain_step,
-        max_strain=size["max_strain"], poisson=args.poisson, time_step=args.time_step,
-        steps_per_strain=size["steps"], equilibration_steps=size["equilibration"],
-        initial_equilibration_steps=size["initial"], snapshot_interval=size["snapshot_interval"],
-        model=args.model, dtype=args.dtype, smooth=smooth, plot_dir=str(out),
-    )  # fmt: skip
+    maker = _maker(args, size, cell_source, out)
     if args.submit:
         ids = submit_flow(maker.make(structure), worker=args.submit, project=args.project)
-        print(f"submitted {len(ids)} jobs; when done: gptff results --kind tensile --flow "
-              f"'{name}', or run this again without --submit on the project's store")  # fmt: skip
+        print(
+            f"submitted {len(ids)} jobs; when done: gptff results --kind tensile --flow "
+            f"'{maker.name}', or run this again without --submit on the project's store"
+        )
         return ExitCode.OK
     print(f"{len(structure)} Ti atoms, a = {a:.4f} Å, c = {c:.4f} Å ({cell_source}), "
           f"{len(maker.strains())} strains, store {describe_store(store)}",
           file=sys.stderr)  # fmt: skip
-    record = _stored(store, name)
-    if record is not None:
-        print("already in the store; printing the stored results", file=sys.stderr)
-    else:
-        flow = maker.make(structure)
-        jobs_logger = logging.getLogger("gptff_flows.jobs.tensile")
-        jobs_logger.setLevel(logging.INFO)
-        with tqdm(total=len(maker.strains()), desc="strains", unit="strain") as bar:
-            handler = _Progress(bar)
-            jobs_logger.addHandler(handler)
-            try:
-                run_flow(flow, store, resume=True)  # after a crash: the missing strains
-            finally:
-                jobs_logger.removeHandler(handler)
-        record = _stored(store, name)
+    record = _run_or_load(maker, structure, store)
     elapsed = time.perf_counter() - started
+    summary = {"flow_name": maker.name, "a": a, "c": c, "cell": cell_source, "seconds": elapsed}
+    return _report(record, summary, len(structure), out)
 
+
+RECORD_KEYS = ("n_atoms", "temperature", "fcc_onset_strain", "rows", "plots", "model", "dtype",
+               "smooth", "uuid", "verdict")  # fmt: skip
+"""Keys of the stored record copied into ``summary.json``."""
+
+
+def _report(record: dict, summary: dict, n_atoms: int, out: Path) -> int:
+    """Print the table and the fcc onset, write ``summary.json`` (``summary`` plus the stored
+    record's results) into ``out``; exit code FLAGGED when a strain carries a verdict."""
     _print_table(record)
     onset = record["fcc_onset_strain"]
     print(f"\nfcc > 10 % first at strain {'never' if onset is None else f'{100 * onset:g} %'}; "
-          f"{len(structure)} atoms; {elapsed:.0f} s")  # fmt: skip
-    summary = {"flow_name": name, "a": a, "c": c, "cell": cell_source, "seconds": elapsed,
-               **{k: record[k] for k in ("n_atoms", "temperature", "fcc_onset_strain", "rows",
-                                         "plots", "model", "dtype", "smooth", "uuid",
-                                         "verdict")}}  # fmt: skip
+          f"{n_atoms} atoms; {summary['seconds']:.0f} s")  # fmt: skip
+    summary |= {k: record[k] for k in RECORD_KEYS}
     text = json.dumps(summary, indent=1, allow_nan=False)
     write_atomically(out / "summary.json", lambda path: path.write_text(text))
     print(f"plots and summary in {out}/", file=sys.stderr)

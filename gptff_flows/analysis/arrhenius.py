@@ -90,6 +90,17 @@ def fit_arrhenius_temperatures(
             + (f"; {fit.reason}" if fit.reason else "")
         )
         return fit
+    _fit_and_extrapolate(fit, results[0].charge, structure, extrapolate_to)
+    return fit
+
+
+def _fit_and_extrapolate(
+    fit: ArrheniusFit, charge: float, structure: Structure, extrapolate_to: float
+) -> None:
+    """Fill in ``fit``'s Ea (eV) with its error, D0 (cm²/s), and σ (mS/cm, for an ion of
+    ``charge`` e) and D (cm²/s) at ``extrapolate_to`` K, from its temperatures (K) and
+    diffusivities (cm²/s)."""
+    species = fit.species
     temps = np.array(fit.temperatures)
     values = np.array(fit.diffusivities)
     ea, prefactor, ea_error = fit_arrhenius(temps, values, mode="linear")
@@ -98,7 +109,7 @@ def fit_arrhenius_temperatures(
     fit.activation_energy_error = None if ea_error is None else float(ea_error)
     if ea_error is None:
         fit.flags.append("no_error_with_two_temperatures")
-    charge_scale = (results[0].charge / valence_charge(species)) ** 2
+    charge_scale = (charge / valence_charge(species)) ** 2
     fit.conductivity_300K = charge_scale * float(
         get_extrapolated_conductivity(temps, values, extrapolate_to, structure, species)
     )
@@ -112,4 +123,3 @@ def fit_arrhenius_temperatures(
         ]
     if extrapolate_to < temps.min():
         fit.flags.append("extrapolated")
-    return fit

@@ -25,13 +25,12 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, Field
-from pymatgen.analysis.diffusion.analyzer import (
-    DiffusionAnalyzer,
-    get_conversion_factor,
-)
+from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer, get_conversion_factor
 from pymatgen.core import Element, Structure
 from scipy.stats import t as t_distribution
 
@@ -141,29 +140,6 @@ def unwrapped_displacements(frac: np.ndarray, lattices: np.ndarray) -> np.ndarra
     return np.transpose(cartesian, (1, 0, 2))
 
 
-def _analyzer(
-    structure, displacements, species, temperature, interval_fs, lattices, smoothed, min_obs=30
-):
-    return DiffusionAnalyzer(
-        structure,
-        displacements,
-        species,
-        temperature,
-        interval_fs,
-        1,
-        smoothed=smoothed,
-        min_obs=min_obs,
-        lattices=lattices,
-    )
-
-
-def _msd_exponent(msd: np.ndarray, dt: np.ndarray) -> float | None:
-    keep = (dt > 0) & (msd > 0)
-    if keep.sum() < 3:
-        return None
-    return float(np.polyfit(np.log(dt[keep]), np.log(msd[keep]), 1)[0])
-
-
 def analyze_diffusion(
     structure: Structure,
     frac_coords: np.ndarray,
@@ -192,6 +168,43 @@ def analyze_diffusion(
     Raises:
         GPTFFInputError: no atom of ``species``, fewer than 3 frames, mismatched shapes.
     """
+    frac, n_mobile = _checked_trajectory(
+        structure, frac_coords, species, frame_interval_fs, n_blocks
+    )
+    run = _production_run(structure, frac, species, temperature, frame_interval_fs, lattices)
+    charge = valence_charge(species) if charge is None else float(charge)
+    analyzer, smoothing = _fit_msd(run, n_mobile, n_blocks)
+    estimate = _diffusivity_estimate(analyzer, run, smoothing, n_mobile, n_blocks)
+    msd = _msd_summary(analyzer, run)
+    flags = _flags(smoothing, _lag_window_fs(analyzer), estimate, msd, min_msd)
+    factor = nernst_einstein_factor(run.start, species, temperature, charge)
+    return DiffusionResult(
+        species=species,
+        charge=charge,
+        temperature=float(temperature),
+        n_mobile=n_mobile,
+        n_frames=len(frac),
+        frame_interval_fs=float(frame_interval_fs),
+        production_fs=float((len(frac) - 1) * frame_interval_fs),
+        smoothing=smoothing,
+        conductivity=estimate.diffusivity * factor,
+        conductivity_error=estimate.diffusivity_error * factor,
+        flags=flags,
+        **estimate._asdict(),
+        **msd._asdict(),
+    )
+
+
+def _checked_trajectory(
+    structure: Structure,
+    frac_coords: np.ndarray,
+    species: str,
+    frame_interval_fs: float,
+    n_blocks: int,
+) -> tuple[np.ndarray, int]:
+    """The fractional coordinates as a float array (n_frames, n_atoms, 3) and the number of
+    atoms of ``species``, after refusing what :func:`analyze_diffusion` cannot analyse
+    (``frame_interval_fs`` in fs)."""
     frac = np.asarray(frac_coords, dtype=float)
     if frac.ndim != 3 or frac.shape[1:] != (len(structure), 3):
         raise GPTFFInputError(
@@ -214,50 +227,98 @@ def analyze_diffusion(
             f"every atom is {species}: the analysis removes the drift of the other (framework) "
             "atoms and needs some"
         )
-    lattice_array = (
-        np.asarray(lattices, dtype=float)
-        if lattices is not None
-        else np.asarray(structure.lattice.matrix)
-    )
+    return frac, n_mobile
+
+
+@dataclass(frozen=True)
+class _ProductionRun:
+    """The production run as pymatgen's :class:`DiffusionAnalyzer` takes it: ``start`` the
+    cell at the start of production with the mean lattice (Å; NPT), whose volume sets the
+    carrier density of Nernst–Einstein; ``displacements`` (n_atoms, n_frames, 3) Å from the
+    first frame, unwrapped; ``lattices`` (1, 3, 3) Å, the mean lattice (pymatgen only keeps it
+    for drift-corrected frames); the mobile ``species``, ``temperature`` K, ``interval_fs`` fs
+    between frames."""
+
+    start: Structure
+    displacements: np.ndarray
+    lattices: np.ndarray
+    species: str
+    temperature: float
+    interval_fs: float
+
+    def analyzer(
+        self, displacements: np.ndarray, smoothed: str | bool, min_obs: int = 30
+    ) -> DiffusionAnalyzer:
+        """pymatgen's analyser of ``displacements`` (Å; the whole run or one block); raises
+        ``ValueError`` when the run is too short for ``smoothed``."""
+        args = (self.start, displacements, self.species, self.temperature, self.interval_fs, 1)
+        return DiffusionAnalyzer(*args, smoothed=smoothed, min_obs=min_obs, lattices=self.lattices)
+
+
+def _production_run(
+    structure: Structure,
+    frac: np.ndarray,
+    species: str,
+    temperature: float,
+    interval_fs: float,
+    lattices: np.ndarray | None,
+) -> _ProductionRun:
+    """Unwrapped displacements (Å) and the starting cell with the mean lattice (Å) of the run
+    (``lattices`` None: ``structure``'s); ``temperature`` K, ``interval_fs`` fs."""
+    given = structure.lattice.matrix if lattices is None else lattices
+    lattice_array = np.asarray(given, dtype=float)
     displacements = unwrapped_displacements(frac, lattice_array)
     mean_lattice = lattice_array.mean(axis=0) if lattice_array.ndim == 3 else lattice_array
-    analyzer_lattices = mean_lattice[None]  # pymatgen only keeps it for drift-corrected frames
-    # the cell at the start of production, with the mean lattice (NPT): its volume sets the
-    # carrier density of Nernst-Einstein
     start = Structure(mean_lattice, [s.specie for s in structure], frac[0])
-    ion = species
-    charge = valence_charge(species) if charge is None else float(charge)
-    flags = []
-    smoothing = "max"
+    return _ProductionRun(
+        start, displacements, mean_lattice[None], species, temperature, interval_fs
+    )
+
+
+def _fit_msd(run: _ProductionRun, n_mobile: int, n_blocks: int) -> tuple[DiffusionAnalyzer, str]:
+    """pymatgen's analyser of the whole run and its smoothing: ``"max"`` (all time origins,
+    lags up to 1/``n_blocks`` of the run), or ``"none"`` when the run is too short for it."""
     try:
-        analyzer = _analyzer(
-            start,
-            displacements,
-            ion,
-            temperature,
-            frame_interval_fs,
-            analyzer_lattices,
-            "max",
-            min_obs=max(30, n_mobile * n_blocks),
-        )
+        return run.analyzer(run.displacements, "max", min_obs=max(30, n_mobile * n_blocks)), "max"
     except ValueError:
-        smoothing = "none"
-        flags.append("too_short")
-        analyzer = _analyzer(
-            start, displacements, ion, temperature, frame_interval_fs, analyzer_lattices, False
-        )
+        return run.analyzer(run.displacements, False), "none"
+
+
+def _block_diffusivities(run: _ProductionRun, n_blocks: int, n_mobile: int) -> list[float]:
+    """D (cm²/s) of each of ``n_blocks`` contiguous blocks (lags up to half a block); [] when a
+    block is too short for pymatgen's smoothed MSD."""
+    n_frames = run.displacements.shape[1]
+    edges = np.linspace(0, n_frames, n_blocks + 1).astype(int)
+    values = []
+    for lo, hi in itertools.pairwise(edges):
+        block = run.displacements[:, lo:hi] - run.displacements[:, lo : lo + 1]
+        try:
+            analyzer = run.analyzer(block, "max", min_obs=2 * n_mobile)
+        except ValueError:
+            return []
+        values.append(float(analyzer.diffusivity))
+    return values
+
+
+class _Estimate(NamedTuple):
+    """D and its errors, cm²/s (fields of :class:`DiffusionResult`)."""
+
+    diffusivity: float
+    diffusivity_error: float
+    diffusivity_regression_error: float
+    diffusivity_block_error: float | None
+    block_diffusivities: list[float]
+
+
+def _diffusivity_estimate(
+    analyzer: DiffusionAnalyzer, run: _ProductionRun, smoothing: str, n_mobile: int, n_blocks: int
+) -> _Estimate:
+    """D (cm²/s) and its reported error: the largest of pymatgen's regression error, the
+    Student-t widened standard error of the block mean and (smoothed runs) the error of
+    ``n_mobile`` independent walkers over ``n_blocks`` windows."""
     diffusivity = float(analyzer.diffusivity)
     regression = float(analyzer.diffusivity_std_dev)
-    blocks = _block_diffusivities(
-        start,
-        displacements,
-        ion,
-        temperature,
-        frame_interval_fs,
-        analyzer_lattices,
-        n_blocks,
-        n_mobile,
-    )
+    blocks = _block_diffusivities(run, n_blocks, n_mobile)
     block_error = None
     if blocks:  # standard error of the mean, widened to a 68 % interval with Student's t
         student = float(t_distribution.ppf(0.84, len(blocks) - 1))
@@ -266,63 +327,68 @@ def analyze_diffusion(
     # floor (correlated ions only add to it) when a few blocks happen to agree by chance
     counting_error = abs(diffusivity) * math.sqrt(2.0 / (3.0 * n_mobile * n_blocks))
     error = max(regression, block_error or 0.0, counting_error if smoothing == "max" else 0.0)
+    return _Estimate(diffusivity, error, regression, block_error, blocks)
+
+
+class _MSDSummary(NamedTuple):
+    """The MSD fields of :class:`DiffusionResult` (Å², fs)."""
+
+    final_msd: float
+    msd_exponent: float | None
+    max_framework_displacement: float
+    msd: list[float]
+    msd_time_fs: list[float]
+
+
+def _msd_summary(analyzer: DiffusionAnalyzer, run: _ProductionRun) -> _MSDSummary:
+    """The MSD (Å², at most 200 lags in fs), its log–log slope, the mobile ions' MSD from the
+    first to the last frame (Å², framework drift removed) and the largest framework
+    displacement (Å)."""
     msd, dt = np.asarray(analyzer.msd, dtype=float), np.asarray(analyzer.dt, dtype=float)
-    exponent = _msd_exponent(msd, dt)
-    if smoothing == "max" and (len(dt) < 2 or dt[-1] - dt[0] < MIN_LAG_WINDOW_FS):
-        flags.append("too_short")
-    mobile = [i for i, site in enumerate(start) if site.specie.symbol == species]
-    framework = [i for i in range(len(start)) if i not in set(mobile)]
+    mobile = [i for i, site in enumerate(run.start) if site.specie.symbol == run.species]
+    framework = [i for i in range(len(run.start)) if i not in set(mobile)]
+    displacements = run.displacements
     drift = displacements[framework, -1].mean(axis=0) if framework else np.zeros(3)
     final_msd = float(np.mean(np.sum((displacements[mobile, -1] - drift) ** 2, axis=-1)))
-    if final_msd < min_msd or (exponent is not None and exponent < MIN_MSD_EXPONENT):
-        flags.append("not_diffusive")
-    if diffusivity <= 0 or error > MAX_RELATIVE_ERROR * diffusivity:
-        flags.append("large_error")
-    framework_displacement = float(analyzer.max_framework_displacement)
-    if framework_displacement > MAX_FRAMEWORK_DISPLACEMENT_A:
-        flags.append("framework_mobile")
-    factor = nernst_einstein_factor(start, species, temperature, charge)
     stride = max(1, len(msd) // 200)
-    return DiffusionResult(
-        species=species,
-        charge=charge,
-        temperature=float(temperature),
-        n_mobile=n_mobile,
-        n_frames=len(frac),
-        frame_interval_fs=float(frame_interval_fs),
-        production_fs=float((len(frac) - 1) * frame_interval_fs),
-        smoothing=smoothing,
-        diffusivity=diffusivity,
-        diffusivity_error=error,
-        diffusivity_regression_error=regression,
-        diffusivity_block_error=block_error,
-        block_diffusivities=blocks,
-        conductivity=diffusivity * factor,
-        conductivity_error=error * factor,
+    return _MSDSummary(
         final_msd=final_msd,
-        msd_exponent=exponent,
-        max_framework_displacement=framework_displacement,
+        msd_exponent=_msd_exponent(msd, dt),
+        max_framework_displacement=float(analyzer.max_framework_displacement),
         msd=msd[::stride].tolist(),
         msd_time_fs=dt[::stride].tolist(),
-        flags=flags,
     )
 
 
-def _block_diffusivities(
-    start, displacements, ion, temperature, interval, lattices, n_blocks, n_mobile
-):
-    """D of each of ``n_blocks`` contiguous blocks (lags up to half a block); [] when a block is
-    too short for pymatgen's smoothed MSD."""
-    n_frames = displacements.shape[1]
-    edges = np.linspace(0, n_frames, n_blocks + 1).astype(int)
-    values = []
-    for lo, hi in itertools.pairwise(edges):
-        block = displacements[:, lo:hi] - displacements[:, lo : lo + 1]
-        try:
-            analyzer = _analyzer(
-                start, block, ion, temperature, interval, lattices, "max", min_obs=2 * n_mobile
-            )
-        except ValueError:
-            return []
-        values.append(float(analyzer.diffusivity))
-    return values
+def _msd_exponent(msd: np.ndarray, dt: np.ndarray) -> float | None:
+    """Slope of log MSD vs log t (None: fewer than 3 positive points)."""
+    keep = (dt > 0) & (msd > 0)
+    if keep.sum() < 3:
+        return None
+    return float(np.polyfit(np.log(dt[keep]), np.log(msd[keep]), 1)[0])
+
+
+def _lag_window_fs(analyzer: DiffusionAnalyzer) -> float:
+    """fs, the span of lags pymatgen fitted (0 with fewer than two lags)."""
+    dt = np.asarray(analyzer.dt, dtype=float)
+    return float(dt[-1] - dt[0]) if len(dt) >= 2 else 0.0
+
+
+def _flags(
+    smoothing: str, lag_window_fs: float, estimate: _Estimate, msd: _MSDSummary, min_msd: float
+) -> list[str]:
+    """The run's verdicts, in this order: ``too_short`` (no smoothed MSD, or lags spanning less
+    than :data:`MIN_LAG_WINDOW_FS` fs), ``not_diffusive`` (final MSD below ``min_msd`` Å² or
+    log–log slope below :data:`MIN_MSD_EXPONENT`), ``large_error``, ``framework_mobile``."""
+    flags = []
+    if smoothing == "none" or lag_window_fs < MIN_LAG_WINDOW_FS:
+        flags.append("too_short")
+    exponent = msd.msd_exponent
+    if msd.final_msd < min_msd or (exponent is not None and exponent < MIN_MSD_EXPONENT):
+        flags.append("not_diffusive")
+    diffusivity = estimate.diffusivity
+    if diffusivity <= 0 or estimate.diffusivity_error > MAX_RELATIVE_ERROR * diffusivity:
+        flags.append("large_error")
+    if msd.max_framework_displacement > MAX_FRAMEWORK_DISPLACEMENT_A:
+        flags.append("framework_mobile")
+    return flags

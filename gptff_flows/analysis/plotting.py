@@ -1,13 +1,17 @@
 """Figures of the workflows' results, drawn on :class:`matplotlib.figure.Figure` objects outside
 pyplot, so the user's matplotlib backend is never switched.
 
-Units: time ps, MSD Å², D cm²/s, 1000/T in 1/K.
+* :func:`plot_msd`, :func:`plot_arrhenius` — diffusion at each temperature and its Arrhenius fit;
+* :func:`plot_tensile` — structure fractions, stress and XRD against tensile strain.
+
+Units: time ps, MSD Å², D cm²/s, 1000/T in 1/K, strain %, stress GPa, 2θ degrees.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import units
@@ -15,9 +19,13 @@ from ase import units
 from gptff_flows.analysis.arrhenius import ROOM_TEMPERATURE_K, ArrheniusFit
 from gptff_flows.analysis.diffusion import DiffusionResult
 
+if TYPE_CHECKING:  # the documents' module imports atomate2; the plots only read attributes
+    from gptff_flows.schemas.tensile import TensileRow, TensileStepDocument
 
-def _figure(size: tuple[float, float], dpi: int = 120):
-    """A matplotlib Figure and its axes, outside pyplot (the user's backend stays as it is)."""
+
+def _figure(size: tuple[float, float], dpi: int | None = 120):
+    """A matplotlib Figure (``size`` in inches; ``dpi`` None: matplotlib's default) and its
+    axes, outside pyplot (the user's backend stays as it is)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=size, dpi=dpi)
@@ -74,3 +82,59 @@ def plot_arrhenius(fit: ArrheniusFit, results: Sequence[DiffusionResult], path: 
     figure.tight_layout()
     figure.savefig(path)
     return path
+
+
+def plot_tensile(
+    docs: Sequence[TensileStepDocument], rows: Sequence[TensileRow], stem: str | Path
+) -> dict[str, str]:
+    """PNG plots of a tensile-strain flow next to ``stem`` (``<stem>_fractions.png``,
+    ``<stem>_stress_strain.png``, ``<stem>_xrd.png``): a-CNA fractions (%) and the axial stress
+    (GPa) of ``rows``, and the XRD curve of each step of ``docs`` (2θ degrees), all against the
+    strain (%). Returns their paths by name: ``fractions``, ``stress_strain``, ``xrd``."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    strain = np.array([100 * row.strain for row in rows])
+    figures = {
+        "fractions": _fractions_figure(strain, rows),
+        "stress_strain": _stress_strain_figure(strain, rows),
+        "xrd": _xrd_figure(docs),
+    }
+    paths = {}
+    for name, figure in figures.items():
+        paths[name] = str(stem.with_name(f"{stem.name}_{name}.png"))
+        figure.savefig(paths[name], dpi=150)
+    return paths
+
+
+def _fractions_figure(strain: np.ndarray, rows: Sequence[TensileRow]):
+    """a-CNA hcp/fcc/bcc/other fractions (%) against ``strain`` (%)."""
+    figure, axes = _figure((5.5, 3.5), dpi=None)
+    for key in ("hcp", "fcc", "bcc", "other"):
+        axes.plot(strain, [100 * getattr(row, key) for row in rows], "o-", label=key)
+    axes.set(xlabel="tensile strain (%)", ylabel="atoms (%)", ylim=(-2, 102))
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    return figure
+
+
+def _stress_strain_figure(strain: np.ndarray, rows: Sequence[TensileRow]):
+    """Axial stress (GPa) with its standard deviation against ``strain`` (%)."""
+    figure, axes = _figure((4.5, 3.5), dpi=None)
+    stress, spread = [r.stress for r in rows], [r.stress_std for r in rows]
+    axes.errorbar(strain, stress, yerr=spread, fmt="o-")
+    axes.set(xlabel="tensile strain (%)", ylabel="σ along the axis (GPa)")
+    figure.tight_layout()
+    return figure
+
+
+def _xrd_figure(docs: Sequence[TensileStepDocument]):
+    """The XRD curve (2θ degrees, Cu Kα₁) of each strain, offset by strain; a line at 38°."""
+    figure, axes = _figure((4.5, 1.2 + 0.45 * len(docs)), dpi=None)
+    for k, doc in enumerate(docs):
+        offset = 110 * k
+        axes.plot(doc.xrd_two_theta, np.asarray(doc.xrd_intensity) + offset, lw=1)
+        axes.text(doc.xrd_two_theta[-1], offset + 10, f"{100 * doc.strain:g} %", ha="right")
+    axes.axvline(38.0, color="grey", ls="--", lw=1)
+    axes.set(xlabel="2θ (degrees, Cu Kα₁)", ylabel="intensity (offset by strain)", yticks=[])
+    figure.tight_layout()
+    return figure

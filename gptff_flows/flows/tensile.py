@@ -17,7 +17,7 @@ The GPTFF paper (Xie et al., Sci. Bull. 69 (2024) 3525) strains ~1,000-atom hcp 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase.build import bulk
@@ -26,10 +26,9 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import GPTFFInputError
-from gptff_core.pretrained import DEFAULT_MODEL
 from gptff_flows.jobs.force_field import require_periodic
 from gptff_flows.jobs.tensile import tensile_step_job, tensile_summary_job
-from gptff_flows.options import DTYPES, absolute_dir
+from gptff_flows.options import GPTFFOptions, absolute_dir, require_int, require_number
 
 TI_A, TI_C = 2.951, 4.686
 """Å, α-Ti lattice constants at room temperature (R. M. Wood, Proc. Phys. Soc. 80 (1962) 783:
@@ -56,8 +55,11 @@ def oriented_hcp_cell(
 
 
 @dataclass
-class TensileMDMaker(Maker):
+class TensileMDMaker(GPTFFOptions, Maker):
     """Strain a crystal step by step along one lattice vector, NVT MD at each strain.
+
+    ``model``, ``dtype``, ``device`` and ``calculator_kwargs`` are
+    :class:`~gptff_flows.options.GPTFFOptions`'; ``smooth`` is off by default (below).
 
     Args:
         name: flow name.
@@ -74,13 +76,10 @@ class TensileMDMaker(Maker):
         initial_equilibration_steps: extra steps at ε = 0 after drawing velocities.
         snapshot_interval: production steps between analysed snapshots (a-CNA, XRD).
         seed: seed of the initial Maxwell–Boltzmann velocities.
-        model: GPTFF registry name or checkpoint path.
-        dtype: ``"float32"`` or ``"float64"``.
         smooth: C² cutoff envelopes. Off by default, the published network: the envelopes
             change hcp Ti's relaxed c/a from 1.593 (published network; experiment 1.588) to
             1.693 (measured with v2, float64).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        skin: Å, neighbour-list skin of the calculator.
+        skin: Å, neighbour-list skin of the calculator (not in ``calculator_kwargs``).
         tdamp: fs, Nosé–Hoover time constant (None: 100 time steps).
         two_theta_range: degrees, XRD range (Cu Kα₁).
         plot_dir: directory of the PNG plots (None: no plots); a relative path is resolved
@@ -99,10 +98,7 @@ class TensileMDMaker(Maker):
     initial_equilibration_steps: int = 300
     snapshot_interval: int = 50
     seed: int = 0
-    model: str = DEFAULT_MODEL
-    dtype: str = "float32"
-    smooth: bool | None = False
-    device: str = "cpu"
+    smooth: bool | None = field(default=False, kw_only=True)
     skin: float = 1.0
     tdamp: float | None = None
     two_theta_range: tuple[float, float] = (30.0, 50.0)
@@ -117,25 +113,24 @@ class TensileMDMaker(Maker):
         return [round(k * self.strain_step, 10) for k in range(count + 1)]
 
     def _validate(self, structure: Structure) -> None:
-        def positive(field: str, unit: str) -> None:
-            value = getattr(self, field)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise GPTFFInputError(f"{field} must be a number > 0 ({unit}), got {value!r}")
-
-        def integer(field: str, minimum: int) -> None:
-            value = getattr(self, field)
-            if not (isinstance(value, int) and value >= minimum):
-                raise GPTFFInputError(f"{field} must be an integer ≥ {minimum}, got {value!r}")
-
+        """Refuse a structure or a field the flow cannot run (the message names the field)."""
         require_periodic(structure)
         if not structure.is_ordered:
             raise GPTFFInputError("structure must be ordered (one element per site)")
-        positive("temperature", "K")
-        positive("strain_step", "engineering strain, 0.02 = 2 %")
-        positive("max_strain", "engineering strain")
-        positive("time_step", "fs")
-        if self.time_step > 10:
-            raise GPTFFInputError(f"time_step is in fs; {self.time_step} fs is far too long")
+        self._check_strains()
+        self._check_md()
+        self.check_options()
+        self._check_calculator_kwargs()
+        low, high = self.two_theta_range
+        if not 0 <= low < high <= 180:
+            raise GPTFFInputError(
+                f"two_theta_range must be 0 ≤ low < high ≤ 180 degrees, got {self.two_theta_range}"
+            )
+
+    def _check_strains(self) -> None:
+        """Refuse strains (engineering), an axis or a Poisson ratio out of range."""
+        require_number("strain_step", self.strain_step, "(engineering strain, 0.02 = 2 %)")
+        require_number("max_strain", self.max_strain, "(engineering strain)")
         if self.max_strain < self.strain_step or self.max_strain > 0.5:
             raise GPTFFInputError(
                 f"max_strain must be between strain_step ({self.strain_step}) and 0.5 "
@@ -147,30 +142,45 @@ class TensileMDMaker(Maker):
             raise GPTFFInputError(
                 f"poisson must be in [0, 0.5) (dimensionless), got {self.poisson}"
             )
-        integer("steps_per_strain", 1)
-        integer("snapshot_interval", 1)
-        integer("equilibration_steps", 0)
-        integer("initial_equilibration_steps", 0)
+
+    def _check_md(self) -> None:
+        """Refuse a temperature (K), time step or tdamp (fs), step count or skin (Å) out of
+        range."""
+        require_number("temperature", self.temperature, "(K)")
+        require_number("time_step", self.time_step, "(fs)")
+        if self.time_step > 10:
+            raise GPTFFInputError(f"time_step is in fs; {self.time_step} fs is far too long")
+        require_int("steps_per_strain", self.steps_per_strain)
+        require_int("snapshot_interval", self.snapshot_interval)
+        require_int("equilibration_steps", self.equilibration_steps, minimum=0)
+        require_int("initial_equilibration_steps", self.initial_equilibration_steps, minimum=0)
         if self.snapshot_interval > self.steps_per_strain:
             raise GPTFFInputError(
                 f"snapshot_interval ({self.snapshot_interval} steps) must be ≤ steps_per_strain "
                 f"({self.steps_per_strain}) so each strain has a snapshot"
             )
         if self.tdamp is not None:
-            positive("tdamp", "fs")
-        if self.dtype not in DTYPES:
-            raise GPTFFInputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if not (isinstance(self.skin, int | float) and self.skin >= 0):
-            raise GPTFFInputError(f"skin must be ≥ 0 Å, got {self.skin!r}")
-        low, high = self.two_theta_range
-        if not 0 <= low < high <= 180:
+            require_number("tdamp", self.tdamp, "(fs)")
+        require_number("skin", self.skin, "Å", inclusive=True)
+
+    def _check_calculator_kwargs(self) -> None:
+        """Refuse ``calculator_kwargs`` that are not a dict or that set one of this Maker's
+        fields (the field would silently win)."""
+        if not isinstance(self.calculator_kwargs, dict):
             raise GPTFFInputError(
-                f"two_theta_range must be 0 ≤ low < high ≤ 180 degrees, got {self.two_theta_range}"
+                f"calculator_kwargs must be a dict, got {type(self.calculator_kwargs).__name__}"
+            )
+        repeated = sorted(
+            {"model", "dtype", "smooth", "device", "skin"} & set(self.calculator_kwargs)
+        )
+        if repeated:
+            raise GPTFFInputError(
+                f"calculator_kwargs sets {', '.join(repeated)}: set the Maker's field instead"
             )
 
     def settings(self, structure: Structure) -> dict:
         """What every step job receives (K, fs, Å, degrees); JSON-serialisable."""
-        return dict(
+        settings = dict(
             reference_cell=np.asarray(structure.lattice.matrix).tolist(),
             axis=self.axis,
             poisson=float(self.poisson),
@@ -190,6 +200,9 @@ class TensileMDMaker(Maker):
             skin=float(self.skin),
             two_theta_range=[float(x) for x in self.two_theta_range],
         )
+        if self.calculator_kwargs:  # only then, so the settings of other runs stay as they were
+            settings["calculator_kwargs"] = dict(self.calculator_kwargs)
+        return settings
 
     def make(self, structure: Structure) -> Flow:
         """The flow for ``structure`` (the reference, unstrained cell; any velocities dropped).

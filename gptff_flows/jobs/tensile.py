@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms, units
@@ -23,9 +24,11 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_flows.analysis.md_verdict import check_temperature
+from gptff_flows.analysis.plotting import plot_tensile
 from gptff_flows.analysis.stacking import LABELS, classify, fractions
 from gptff_flows.analysis.xrd import broadened_average, strongest_peak
 from gptff_flows.jobs.md import DYNAMICS
+from gptff_flows.options import GPTFFOptions
 from gptff_flows.schemas.base import GPTFFProvenance
 from gptff_flows.schemas.tensile import (
     FCC_ONSET,
@@ -70,149 +73,167 @@ def tensile_step_job(structure: Structure, strain: float, settings: dict) -> Ten
     (3×3, Å), ``axis``, ``poisson``, ``temperature`` K, ``time_step`` fs, ``tdamp`` fs,
     ``steps_per_strain``, ``equilibration_steps``, ``initial_equilibration_steps``,
     ``snapshot_interval``, ``seed``, ``model``, ``dtype``, ``smooth``, ``device``, ``skin`` Å,
-    ``two_theta_range`` degrees.
+    ``two_theta_range`` degrees, and ``calculator_kwargs`` when the Maker was given some.
     """
-    from gptff_core.calculator import GPTFFCalculator
+    atoms, warm = _strained_start(structure, strain, settings)
+    atoms.calc = calculator = _calculator(settings)
+    record = _run_md(atoms, settings, warm)
+    document = _step_document(structure, strain, settings, atoms, record, warm, calculator)
+    _log_step(document)
+    return document
 
-    axis, temperature = settings["axis"], settings["temperature"]
+
+def _strained_start(structure: Structure, strain: float, settings: dict) -> tuple[Atoms, int]:
+    """``structure`` scaled affinely into the cell strained by ``strain``, with its velocities
+    (or Maxwell–Boltzmann ones at ``settings["temperature"]`` K drawn with ``settings["seed"]``),
+    and the number of steps to run before production (more after fresh velocities)."""
     atoms = AseAtomsAdaptor.get_atoms(structure)
-    cell = strained_cell(settings["reference_cell"], strain, axis, settings["poisson"])
+    cell = strained_cell(settings["reference_cell"], strain, settings["axis"], settings["poisson"])
     atoms.set_cell(cell, scale_atoms=True)
     velocities = structure.site_properties.get("velocities")
     warm = settings["equilibration_steps"]
     if velocities is None:
         rng = np.random.default_rng(settings["seed"])
-        thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+        thermalize_momenta(atoms, temperature_K=settings["temperature"], rng=rng)
         Stationary(atoms)
         warm += settings["initial_equilibration_steps"]
     else:
         atoms.set_velocities(np.asarray(velocities, dtype=float))
-    calculator = GPTFFCalculator(
+    return atoms, warm
+
+
+def _calculator(settings: dict):
+    """The GPTFF calculator of the Maker's options, neighbour-list skin ``settings["skin"]`` Å."""
+    options = GPTFFOptions(
         model=settings["model"],
         dtype=settings["dtype"],
         smooth=settings["smooth"],
         device=settings["device"],
-        skin=settings["skin"],
+        calculator_kwargs={**settings.get("calculator_kwargs", {}), "skin": settings["skin"]},
     )
-    atoms.calc = calculator
+    return options.make_calculator()
+
+
+class _MDRecord(NamedTuple):
+    """What the MD of one strain recorded, per production step: the stress along the axis
+    (GPa, tensile positive, kinetic term included), the kinetic temperature (K), a snapshot
+    every ``snapshot_interval`` steps; and the wall time of the whole MD (s)."""
+
+    stresses: list[float]
+    temperatures: list[float]
+    snapshots: list[Atoms]
+    elapsed_s: float
+
+
+def _run_md(atoms: Atoms, settings: dict, warm: int) -> _MDRecord:
+    """NVT MD (``time_step`` and ``tdamp`` in fs, ``temperature`` K): ``warm`` steps, then
+    ``steps_per_strain`` production steps that are recorded."""
     dynamics = DYNAMICS["nvt"](
         atoms,
         timestep=settings["time_step"] * units.fs,
-        temperature_K=temperature,
+        temperature_K=settings["temperature"],
         tdamp=settings["tdamp"] * units.fs,
     )
-    direction = cell[axis] / np.linalg.norm(cell[axis])
-    interval, production = settings["snapshot_interval"], settings["steps_per_strain"]
-    stresses, temperatures, snapshots = [], [], []
+    axis_vector = atoms.cell[settings["axis"]]
+    direction = axis_vector / np.linalg.norm(axis_vector)
+    interval = settings["snapshot_interval"]
+    record = _MDRecord([], [], [], 0.0)
 
-    def record():
+    def observe():
         done = dynamics.nsteps - warm
         if done <= 0:  # ASE calls observers once before the first step of run()
             return
         stress = atoms.get_stress(voigt=False, include_ideal_gas=True)
-        stresses.append(direction @ stress @ direction / units.GPa)
-        temperatures.append(atoms.get_temperature())
+        record.stresses.append(direction @ stress @ direction / units.GPa)
+        record.temperatures.append(atoms.get_temperature())
         if done % interval == 0:
-            snapshots.append(atoms.copy())
+            record.snapshots.append(atoms.copy())
 
     start = time.perf_counter()
     dynamics.run(warm)
-    dynamics.attach(record, interval=1)
-    dynamics.run(production)
-    elapsed = time.perf_counter() - start
+    dynamics.attach(observe, interval=1)
+    dynamics.run(settings["steps_per_strain"])
+    return record._replace(elapsed_s=time.perf_counter() - start)
 
-    check = check_temperature(
-        temperature,
-        temperatures,
-        len(atoms),
-        production * settings["time_step"],
-        correlation_fs=settings["tdamp"],
-    )
+
+def _snapshot_analysis(snapshots: list[Atoms], two_theta_range: list[float]) -> dict:
+    """Fields of :class:`TensileStepDocument` from the snapshots: a-CNA fractions (mean and
+    last), the broadened Cu Kα₁ XRD curve averaged over them (2θ degrees in
+    ``two_theta_range``, intensity max 100) and its strongest peak near 38°."""
     per_snapshot = [fractions(classify(snapshot)) for snapshot in snapshots]
     mean_fractions = {key: float(np.mean([f[key] for f in per_snapshot])) for key in LABELS}
-    grid, intensity = broadened_average(snapshots, tuple(settings["two_theta_range"]))
-    document = TensileStepDocument(
-        formula_pretty=structure.composition.reduced_formula,
-        chemsys=structure.composition.chemical_system,
-        nsites=len(structure),
-        strain=float(strain),
-        axis=axis,
-        cell_lengths=[float(x) for x in atoms.cell.lengths()],
-        temperature=float(temperature),
-        mean_temperature=check.mean,
-        temperature_check=check,
-        flags=[] if check.reached else ["temperature_not_reached"],
-        stress=float(np.mean(stresses)),
-        stress_std=float(np.std(stresses)),
+    grid, intensity = broadened_average(snapshots, tuple(two_theta_range))
+    return dict(
         fractions=mean_fractions,
         fractions_last=per_snapshot[-1],
         n_snapshots=len(snapshots),
         xrd_two_theta=grid.round(4).tolist(),
         xrd_intensity=intensity.round(4).tolist(),
         xrd_peak=strongest_peak(grid, intensity),
+    )
+
+
+def _step_document(
+    structure: Structure,
+    strain: float,
+    settings: dict,
+    atoms: Atoms,
+    record: _MDRecord,
+    warm: int,
+    calculator,
+) -> TensileStepDocument:
+    """The document of one strain from its MD ``record`` (``warm`` steps before production):
+    means over production, the temperature verdict, the snapshots' analysis, the final state
+    of ``atoms`` and the provenance of ``calculator``."""
+    temperature, production = settings["temperature"], settings["steps_per_strain"]
+    check = check_temperature(
+        temperature,
+        record.temperatures,
+        len(atoms),
+        production * settings["time_step"],
+        correlation_fs=settings["tdamp"],
+    )
+    return TensileStepDocument(
+        formula_pretty=structure.composition.reduced_formula,
+        chemsys=structure.composition.chemical_system,
+        nsites=len(structure),
+        strain=float(strain),
+        axis=settings["axis"],
+        cell_lengths=[float(x) for x in atoms.cell.lengths()],
+        temperature=float(temperature),
+        mean_temperature=check.mean,
+        temperature_check=check,
+        flags=[] if check.reached else ["temperature_not_reached"],
+        stress=float(np.mean(record.stresses)),
+        stress_std=float(np.std(record.stresses)),
+        **_snapshot_analysis(record.snapshots, settings["two_theta_range"]),
         structure=_structure_with_velocities(atoms),
         time_step=settings["time_step"],
         equilibration_steps=warm,
         production_steps=production,
-        snapshot_interval=interval,
-        elapsed_s=elapsed,
-        ms_per_step=1e3 * elapsed / (warm + production),
+        snapshot_interval=settings["snapshot_interval"],
+        elapsed_s=record.elapsed_s,
+        ms_per_step=1e3 * record.elapsed_s / (warm + production),
         gptff=GPTFFProvenance.from_calculator(calculator, "md", settings["model"]),
     )
+
+
+def _log_step(document: TensileStepDocument) -> None:
+    """One log line per strain (the demo script's progress bar counts these)."""
+    fractions_percent = {key: 100 * value for key, value in document.fractions.items()}
     logger.info(
         "strain %.3f: σ = %.2f ± %.2f GPa, T = %.0f K, fcc %.1f %%, hcp %.1f %%, other %.1f %%",
         document.strain,
         document.stress,
         document.stress_std,
         document.mean_temperature,
-        100 * mean_fractions["fcc"],
-        100 * mean_fractions["hcp"],
-        100 * mean_fractions["other"],
+        fractions_percent["fcc"],
+        fractions_percent["hcp"],
+        fractions_percent["other"],
     )
-    return document
 
 
 # ---------------------------------------------------------------------- summary
-
-
-def _plots(docs: list[TensileStepDocument], rows: list[TensileRow], stem: Path) -> dict[str, str]:
-    """PNG plots next to ``stem``: fractions vs strain, stress–strain, stacked XRD."""
-    from matplotlib.figure import Figure
-
-    strain = np.array([100 * row.strain for row in rows])
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = {}
-
-    fig = Figure(figsize=(5.5, 3.5))
-    ax = fig.subplots()
-    for key in ("hcp", "fcc", "bcc", "other"):
-        ax.plot(strain, [100 * getattr(row, key) for row in rows], "o-", label=key)
-    ax.set(xlabel="tensile strain (%)", ylabel="atoms (%)", ylim=(-2, 102))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    paths["fractions"] = str(stem.with_name(f"{stem.name}_fractions.png"))
-    fig.savefig(paths["fractions"], dpi=150)
-
-    fig = Figure(figsize=(4.5, 3.5))
-    ax = fig.subplots()
-    ax.errorbar(strain, [r.stress for r in rows], yerr=[r.stress_std for r in rows], fmt="o-")
-    ax.set(xlabel="tensile strain (%)", ylabel="σ along the axis (GPa)")
-    fig.tight_layout()
-    paths["stress_strain"] = str(stem.with_name(f"{stem.name}_stress_strain.png"))
-    fig.savefig(paths["stress_strain"], dpi=150)
-
-    fig = Figure(figsize=(4.5, 1.2 + 0.45 * len(docs)))
-    ax = fig.subplots()
-    for k, doc in enumerate(docs):
-        offset = 110 * k
-        ax.plot(doc.xrd_two_theta, np.asarray(doc.xrd_intensity) + offset, lw=1)
-        ax.text(doc.xrd_two_theta[-1], offset + 10, f"{100 * doc.strain:g} %", ha="right")
-    ax.axvline(38.0, color="grey", ls="--", lw=1)
-    ax.set(xlabel="2θ (degrees, Cu Kα₁)", ylabel="intensity (offset by strain)", yticks=[])
-    fig.tight_layout()
-    paths["xrd"] = str(stem.with_name(f"{stem.name}_xrd.png"))
-    fig.savefig(paths["xrd"], dpi=150)
-    return paths
 
 
 @job
@@ -242,7 +263,7 @@ def tensile_summary_job(
     if plot_dir is not None:
         uuid = CURRENT_JOB.job.uuid[:8] if CURRENT_JOB.job is not None else "local"
         stem = Path(plot_dir) / f"tensile_{docs[0].formula_pretty}_{docs[0].nsites}_{uuid}"
-        plots = _plots(docs, rows, stem)
+        plots = plot_tensile(docs, rows, stem)
     return TensileSummaryDocument(
         formula_pretty=docs[0].formula_pretty,
         chemsys=docs[0].chemsys,
