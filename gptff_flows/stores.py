@@ -40,26 +40,40 @@ and checks it on every document montydb decodes, whether or not the query return
 bit gives a :class:`StoreError` naming the document and the file, never a different number; so
 does a document that no longer decodes, a damaged SQLite file or a deleted collection file.
 Documents written without a checksum (stores written before checksums) are read unchecked.
+
+The embedded store's directory checks are in :mod:`gptff_flows.store_directory`, MongoDB's in
+:mod:`gptff_flows.store_mongodb`; their public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock
 from jobflow import JobStore
 from maggma.stores import MemoryStore, MongoStore, MontyStore
 from monty.json import jsanitize
-from montydb import MontyClient, set_storage
+from montydb import MontyClient
 
 from gptff_core.errors import StoreError
-from gptff_flows.store_integrity import (  # noqa: F401 (re-exported: part of this module's API)
+
+# re-exported: the names below are part of this module's API
+from gptff_flows.store_directory import (  # noqa: F401
+    DATA_COLLECTION,
+    DATABASE_NAME,
+    DOCS_COLLECTION,
+    STORE_DIR_ENV,
+    check_writable,
+    collection_file,
+    default_store_dir,
+    no_store,
+    prepare_store_dir,
+    probe_collections,
+)
+from gptff_flows.store_integrity import (  # noqa: F401
     CHECKSUM_FIELD,
     DATABASE_ERRORS,
     SQLITE_BUSY_TIMEOUT_MS,
@@ -71,160 +85,22 @@ from gptff_flows.store_integrity import (  # noqa: F401 (re-exported: part of th
     store_failure,
     verify,
 )
+from gptff_flows.store_mongodb import (  # noqa: F401
+    DEFAULT_STORE_TIMEOUT_S,
+    GRIDFS_COLLECTION,
+    STORE_TIMEOUT_ENV,
+    check_mongo_store,
+    describe_mongo,
+    mongo_job_store,
+    store_timeout,
+)
 
 logger = logging.getLogger(__name__)
 
 STORE_ENV = "GPTFF_STORE"
-STORE_DIR_ENV = "GPTFF_STORE_DIR"
-STORE_TIMEOUT_ENV = "GPTFF_STORE_TIMEOUT"
-DEFAULT_STORE_TIMEOUT_S = 5.0
-"""s: how long opening a MongoDB store waits for the server (``$GPTFF_STORE_TIMEOUT``)."""
-DATABASE_NAME = "gptff"
-DOCS_COLLECTION = "outputs"
-DATA_COLLECTION = "data"
-GRIDFS_COLLECTION = "outputs_data"
-
-_LOCK_FILE = ".gptff-store.lock"
-_MONTY_IDENT_FILE = ".monty.storage"
-_MONTY_CONFIG_FILE = "monty.storage.cfg"
-_MONTY_STORAGE = {"storage": "sqlite", "use_bson": True, "mongo_version": "4.0"}
-_STANDARD_COLLECTIONS = (DOCS_COLLECTION, DATA_COLLECTION)
-
-
-def default_store_dir() -> Path:
-    """``$GPTFF_STORE_DIR``, else ``$XDG_DATA_HOME/gptff/store``, else ``~/.local/share/...``."""
-    if explicit := os.environ.get(STORE_DIR_ENV):
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "gptff" / "store"
-
-
-def store_timeout() -> float:
-    """s, how long a MongoDB server may take to answer when a store is opened."""
-    text = os.environ.get(STORE_TIMEOUT_ENV, "").strip()
-    if not text:
-        return DEFAULT_STORE_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise StoreError(f"${STORE_TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
-    return value
 
 
 # ---------------------------------------------------------------- the embedded store
-
-
-def _collection_file(directory: Path, database: str, name: str) -> Path:
-    return directory / database / f"{name}.collection"
-
-
-@contextmanager
-def _directory_lock(directory: Path):
-    """An exclusive lock on ``directory/.gptff-store.lock`` (waits for other processes)."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(directory / _LOCK_FILE))
-        lock.acquire()
-    except OSError as exc:
-        raise StoreError(
-            f"cannot create or lock the store at {directory} ({one_line(exc)}); choose a "
-            "directory you can write to"
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _is_configured(directory: Path) -> bool:
-    """Whether montydb's configuration files say SQLite with pymongo's BSON (the only storage
-    GPTFF writes); a store whose files are gone or garbled gets them written again."""
-    try:
-        ident = (directory / _MONTY_IDENT_FILE).read_text().strip()
-        config = (directory / _MONTY_CONFIG_FILE).read_text()
-    except (OSError, UnicodeDecodeError):
-        return False
-    return ident == "sqlite" and re.search(r"^use_bson\s*=\s*yes\s*$", config, re.M) is not None
-
-
-def _missing(directory: Path, database: str, collections: list[str]) -> list[str]:
-    return [c for c in collections if not _collection_file(directory, database, c).is_file()]
-
-
-def _required(database: str, collections: list[str]) -> list[str]:
-    """The collections of ``collections`` that every GPTFF store has from its creation."""
-    return [c for c in collections if database == DATABASE_NAME and c in _STANDARD_COLLECTIONS]
-
-
-def no_store(directory: Path) -> StoreError:
-    return StoreError(
-        f"no store at {directory}; check the path, or give --store the directory your results "
-        "were stored in (gptff eos, gptff relax --store and gptff screen create one)"
-    )
-
-
-def prepare_store_dir(
-    directory: str | os.PathLike, database: str, collections: list[str], create: bool = True
-) -> None:
-    """Write montydb's SQLite configuration in ``directory`` once and create ``collections``.
-
-    Idempotent and safe to call from many processes at once: the work happens under a file lock
-    and existing configuration or tables are left alone. A store whose standard collection file
-    (``gptff/outputs.collection``, ``gptff/data.collection``) is gone is damaged, not new:
-    :class:`StoreError`. With ``create=False`` a missing store is refused, nothing is written.
-    """
-    directory = Path(directory)
-    if _is_configured(directory) and not _missing(directory, database, collections):
-        return  # the usual case: nothing to write, no lock
-    required = _required(database, collections)
-    if not create and not _is_store(directory, database, required):
-        raise no_store(directory)
-    with _directory_lock(directory):
-        missing = _missing(directory, database, collections)
-        is_store = _is_store(directory, database, required)
-        lost = [c for c in missing if c in required]
-        if is_store and lost:
-            files = ", ".join(f"{database}/{c}.collection" for c in lost)
-            raise damaged(directory, f"{files} missing")
-        if not is_store and not create:
-            raise no_store(directory)
-        if not _is_configured(directory):  # a new store, or one whose configuration was lost
-            logger.info("creating an embedded GPTFF store in %s", directory)
-            set_storage(str(directory), **_MONTY_STORAGE)
-        db = MontyClient(str(directory))[database]
-        for name in missing:
-            db.create_collection(name)
-
-
-def _is_store(directory: Path, database: str, required: list[str]) -> bool:
-    """Whether ``directory`` holds (traces of) a store: its configuration or a standard
-    collection file."""
-    return _is_configured(directory) or len(_missing(directory, database, required)) < len(required)
-
-
-def _probe(directory: Path, database: str, collections: list[str]) -> None:
-    """Refuse a collection file that SQLite cannot read (not a database, no table)."""
-    for name in collections:
-        path = _collection_file(directory, database, name)
-        try:
-            with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000) as connection:
-                connection.execute("SELECT k FROM documents LIMIT 1").fetchall()
-            connection.close()
-        except sqlite3.Error as exc:
-            raise store_failure(exc, directory, f"opening {database}/{name}.collection") from exc
-
-
-def _check_writable(directory: Path, database: str, collections: list[str]) -> None:
-    paths = [directory / database, *(_collection_file(directory, database, c) for c in collections)]
-    for path in paths:
-        if not os.access(path, os.W_OK):
-            raise StoreError(
-                f"cannot write the store at {directory} ({path} is read-only); check its "
-                "permissions, or use another --store"
-            )
 
 
 class GPTFFMontyStore(MontyStore):
@@ -246,7 +122,7 @@ class GPTFFMontyStore(MontyStore):
     @property
     def collection_file(self) -> Path:
         """The SQLite file of this collection."""
-        return _collection_file(Path(self.database_path), self.database_name, self.collection_name)
+        return collection_file(Path(self.database_path), self.database_name, self.collection_name)
 
     @contextmanager
     def _guard(self, action: str):
@@ -313,76 +189,15 @@ def local_job_store(directory: str | os.PathLike | None = None, *, create: bool 
         raise StoreError(f"store {path} is a file; give a directory for the embedded store")
     collections = [DOCS_COLLECTION, DATA_COLLECTION]
     prepare_store_dir(path, DATABASE_NAME, collections, create=create)
-    _probe(path, DATABASE_NAME, collections)
+    probe_collections(path, DATABASE_NAME, collections)
     if create:
-        _check_writable(path, DATABASE_NAME, collections)
+        check_writable(path, DATABASE_NAME, collections)
     docs = GPTFFMontyStore(DOCS_COLLECTION, database_path=str(path), database_name=DATABASE_NAME)
     data = GPTFFMontyStore(DATA_COLLECTION, database_path=str(path), database_name=DATABASE_NAME)
     return JobStore(docs, additional_stores={"data": data})
 
 
-# ---------------------------------------------------------------- MongoDB and jobflow settings
-
-
-def mongo_job_store(uri: str, database: str | None = None) -> JobStore:
-    """JobStore on MongoDB: ``MongoStore`` documents and a ``GridFSStore`` "data" store.
-
-    ``database`` defaults to the database in the URI's path, else ``gptff``. Not connected:
-    :func:`check_job_store` contacts the server.
-    """
-    from maggma.stores import GridFSStore
-    from pymongo import uri_parser
-
-    try:
-        database = database or uri_parser.parse_uri(uri)["database"] or DATABASE_NAME
-    except Exception as exc:  # pymongo raises InvalidURI, ConfigurationError, ValueError
-        raise StoreError(f"not a valid MongoDB URI ({redact_uri(uri)}): {one_line(exc)}") from None
-    docs = MongoStore(database, DOCS_COLLECTION, uri=uri)
-    data = GridFSStore(database, GRIDFS_COLLECTION, uri=uri)
-    return JobStore(docs, additional_stores={"data": data})
-
-
-def _mongo_client(docs: MongoStore, timeout_ms: int):
-    from pymongo import MongoClient
-
-    kwargs = {**(docs.mongoclient_kwargs or {}), "serverSelectionTimeoutMS": timeout_ms}
-    if docs.uri is not None:
-        return MongoClient(docs.uri, **kwargs)
-    if docs.username:
-        credentials = dict(username=docs.username, password=docs.password)
-        return MongoClient(
-            docs.host, docs.port, authSource=docs.auth_source, **credentials, **kwargs
-        )
-    return MongoClient(docs.host, docs.port, **kwargs)
-
-
-def check_mongo_store(docs: MongoStore, create: bool = True) -> None:
-    """Refuse a MongoDB store whose server does not answer within :func:`store_timeout` s, that
-    refuses the credentials, or (``create=False``) that has no ``docs.collection_name``."""
-    from pymongo.errors import PyMongoError
-
-    if getattr(docs, "ssh_tunnel", None) is not None:
-        logger.info(
-            "not checking %s before use: it is reached through an SSH tunnel", docs.database
-        )
-        return
-    timeout = store_timeout()
-    where = describe_mongo(docs)
-    try:
-        with _mongo_client(docs, int(timeout * 1000)) as client:
-            names = client[docs.database].list_collection_names()
-    except (PyMongoError, ValueError, TypeError) as exc:
-        reason = one_line(exc).split(", Timeout:")[0].split(" (configured timeouts")[0]
-        raise StoreError(
-            f"cannot reach {where} ({reason}; waited up to {timeout:g} s); check that the "
-            "server runs and the host, port and credentials, or use another --store "
-            f"(${STORE_TIMEOUT_ENV} sets the wait, in s)"
-        ) from None
-    if not create and docs.collection_name not in names:
-        raise StoreError(
-            f"no store in {where}: it has no collection {docs.collection_name!r} (a typo in the "
-            "database name?); give --store the URI your results were stored in"
-        )
+# ---------------------------------------------------------------- jobflow settings, any store
 
 
 def jobflow_settings_store(settings_file: str | os.PathLike | None = None) -> JobStore:
@@ -403,7 +218,7 @@ def check_job_store(store: JobStore, create: bool = True) -> None:
     if isinstance(docs, GPTFFMontyStore):
         path = Path(docs.database_path)
         prepare_store_dir(path, docs.database_name, [docs.collection_name], create=create)
-        _probe(path, docs.database_name, [docs.collection_name])
+        probe_collections(path, docs.database_name, [docs.collection_name])
     elif isinstance(docs, MongoStore) and not isinstance(docs, MemoryStore):
         check_mongo_store(docs, create=create)
 
@@ -439,13 +254,6 @@ def open_job_store(
     if check:
         check_job_store(store, create=create)
     return store
-
-
-def describe_mongo(docs: MongoStore) -> str:
-    uri = getattr(docs, "uri", None)
-    if uri:
-        return f"MongoDB {redact_uri(uri)} (database {docs.database})"
-    return f"MongoDB {docs.host}:{docs.port} (database {docs.database})"
 
 
 def describe_store(store: JobStore) -> str:

@@ -51,34 +51,58 @@ def register(subparsers) -> None:
     ),
 )
 def cmd_eos(args: argparse.Namespace) -> int:
+    """Run the EOS flow of each structure into the store; print the fits and their verdicts."""
+    _check_arguments(args)
+    inputs = _read_bulk_structures(args.files)
+    store = open_store(args.store)
+    plot_dir = _plot_dir(args, store)
+    maker = _eos_maker(args, plot_dir)
+    rows, failed = _run_each(maker, inputs, store, quiet=args.json)
+    _report(args, rows, store, plot_dir)
+    return _exit_code(rows, failed)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse a linear strain outside (0, 0.3) (dimensionless) or fewer than 3 points."""
     if not 0 < args.strain < 0.3:
         raise GPTFFInputError(f"--strain must be between 0 and 0.3, got {args.strain}")
     if args.points < 3:
         raise GPTFFInputError(f"--points must be at least 3, got {args.points}")
-    inputs = [(path, atoms) for path in args.files for _, atoms in read_structures(path, "-1")]
+
+
+def _read_bulk_structures(files: list[str]) -> list[tuple[str, object]]:
+    """``(path, ASE Atoms)`` of the last frame of each file, every one checked to be a 3D bulk
+    before any work (a slab or a molecule has no bulk EOS)."""
+    inputs = [(path, atoms) for path in files for _, atoms in read_structures(path, "-1")]
     try:
         from gptff_flows.analysis.eos_geometry import check_bulk
     except ImportError as exc:
         raise GPTFFInputError(
             f"this command needs the flows extra ({exc.name} is missing): pip install -e '.[flows]'"
         ) from None
-    for path, atoms in inputs:  # before any work: a slab or a molecule has no bulk EOS
+    for path, atoms in inputs:
         check_bulk(atoms, label=path)
-    store = open_store(args.store)
-    from pymatgen.io.ase import AseAtomsAdaptor
+    return inputs
 
-    from gptff_core.errors import ComputationError, ExitCode
+
+def _plot_dir(args: argparse.Namespace, store) -> str | None:
+    """Where the plots go: ``--plot-dir``, else ``<store dir>/plots`` for an embedded store;
+    ``None`` with ``--no-plot`` or a store without a directory. Checked writable."""
     from gptff_core.paths import check_output_dir
-    from gptff_flows.flows.eos import GPTFFEosMaker, run_eos_flow
-    from gptff_flows.stores import describe_store, store_dir
+    from gptff_flows.stores import store_dir
 
-    plot_dir = None
-    if not args.no_plot:
-        home = store_dir(store)
-        plot_dir = args.plot_dir or (str(home / "plots") if home is not None else None)
-        if plot_dir is not None:
-            plot_dir = str(check_output_dir(plot_dir, "--plot-dir"))
-    maker = GPTFFEosMaker(
+    if args.no_plot:
+        return None
+    home = store_dir(store)
+    plot_dir = args.plot_dir or (str(home / "plots") if home is not None else None)
+    return str(check_output_dir(plot_dir, "--plot-dir")) if plot_dir is not None else None
+
+
+def _eos_maker(args: argparse.Namespace, plot_dir: str | None):
+    """The :class:`~gptff_flows.flows.eos.GPTFFEosMaker` of the command line's options."""
+    from gptff_flows.flows.eos import GPTFFEosMaker
+
+    return GPTFFEosMaker(
         model=args.model,
         dtype=args.dtype,
         smooth=args.smooth,
@@ -89,9 +113,19 @@ def cmd_eos(args: argparse.Namespace) -> int:
         relax_fmax=args.fmax,
         plot_dir=plot_dir,
     )
+
+
+def _run_each(maker, inputs: list, store, quiet: bool) -> tuple[list[dict], list[str]]:
+    """Run the EOS flow of each ``(path, atoms)`` into ``store``: ``(rows, failed paths)``. A
+    failed flow is reported on stderr and the next one runs; progress lines unless ``quiet``."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from gptff_core.errors import ComputationError
+    from gptff_flows.flows.eos import run_eos_flow
+
     rows, failed = [], []
     for k, (path, atoms) in enumerate(inputs, start=1):
-        if not args.json:
+        if not quiet:
             print(
                 f"[{k}/{len(inputs)}] {path}: EOS of {atoms.get_chemical_formula()}",
                 file=sys.stderr,
@@ -105,6 +139,14 @@ def cmd_eos(args: argparse.Namespace) -> int:
             print(f"gptff: error: EOS of {path} failed: {exc}", file=sys.stderr)
             continue
         rows.append(_eos_row(path, doc, flow.output.uuid))
+    return rows, failed
+
+
+def _report(args: argparse.Namespace, rows: list[dict], store, plot_dir: str | None) -> None:
+    """The results as JSON or a table (V0 Å³/atom, E0 eV/atom, B0 GPa), then one warning line
+    on stderr for each fit that is not ok."""
+    from gptff_flows.stores import describe_store
+
     if args.json:
         dump_json(rows)
     else:
@@ -121,6 +163,12 @@ def cmd_eos(args: argparse.Namespace) -> int:
                 + "; ".join(row["flag_reasons"]),
                 file=sys.stderr,
             )
+
+
+def _exit_code(rows: list[dict], failed: list[str]) -> int:
+    """4 when a flow failed or a fit was refused, 3 when a fit is flagged, else 0."""
+    from gptff_core.errors import ExitCode
+
     if failed or any(row["verdict"] == "refused" for row in rows):
         return ExitCode.FAILED
     return ExitCode.FLAGGED if any(row["verdict"] == "flagged" for row in rows) else ExitCode.OK

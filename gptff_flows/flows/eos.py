@@ -29,11 +29,10 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import ComputationError, GPTFFInputError
-from gptff_core.pretrained import DEFAULT_MODEL
 from gptff_flows.analysis.eos_fit import MIN_POINTS, EosRefused, fit_eos
 from gptff_flows.analysis.eos_geometry import check_bulk, cutoff_crossings
 from gptff_flows.jobs import GPTFFRelaxMaker
-from gptff_flows.options import absolute_dir
+from gptff_flows.options import GPTFFOptions, absolute_dir, require_int, require_number
 from gptff_flows.schemas.base import GPTFFProvenance
 from gptff_flows.schemas.eos import GPTFFEosDocument
 
@@ -47,15 +46,14 @@ CURVE_POINTS = 60
 
 
 @dataclass
-class GPTFFEosMaker(ForceFieldEosMaker):
+class GPTFFEosMaker(GPTFFOptions, ForceFieldEosMaker):
     """Energy–volume curve and EOS fit of a structure with GPTFF.
+
+    ``model``, ``dtype``, ``smooth``, ``device`` and ``calculator_kwargs`` are
+    :class:`~gptff_flows.options.GPTFFOptions`' (passed to both relaxation Makers).
 
     Args:
         name: flow name.
-        model: registry name or checkpoint path (passed to both relaxation Makers).
-        dtype: ``"float32"`` or ``"float64"`` (float64 for fine energy differences).
-        smooth: C² cutoff envelopes (``None``: the checkpoint's setting).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         eos: the EOS form reported (one of :data:`EOS_FORMS`); all are fitted.
         linear_strain: (min, max) linear strain of the deformations (dimensionless; volume
             changes by about three times as much).
@@ -69,10 +67,6 @@ class GPTFFEosMaker(ForceFieldEosMaker):
     """
 
     name: str = "GPTFF EOS"
-    model: str = DEFAULT_MODEL
-    dtype: str = "float32"
-    smooth: bool | None = None
-    device: str = "cpu"
     eos: str = "birch_murnaghan"
     relax_fmax: float = 0.05
     initial_relax_maker: Maker | None = None
@@ -81,19 +75,27 @@ class GPTFFEosMaker(ForceFieldEosMaker):
     plot_dir: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_fields()
+        self.plot_dir = absolute_dir(self.plot_dir)  # jobs run elsewhere (run_flow's temp dir)
+        self._default_relax_makers()
+
+    def _check_fields(self) -> None:
+        """Refuse a bad GPTFF option, EOS form, ``relax_fmax`` (eV/Å), ``number_of_frames``
+        (at least :data:`~gptff_flows.analysis.eos_fit.MIN_POINTS` points with the relaxed
+        cell, for a 4-parameter fit) or ``socket=True``."""
+        self.check_options()
         if self.eos not in EOS_FORMS:
             raise GPTFFInputError(f"eos must be one of {', '.join(EOS_FORMS)}, got {self.eos!r}")
-        if not self.relax_fmax > 0:
-            raise GPTFFInputError(f"relax_fmax must be > 0 eV/Å, got {self.relax_fmax}")
-        if self.number_of_frames < MIN_POINTS - 1:
-            raise GPTFFInputError(
-                f"number_of_frames must be at least {MIN_POINTS - 1} (with the relaxed cell, "
-                f"{MIN_POINTS} points for a 4-parameter fit), got {self.number_of_frames}"
-            )
+        require_number("relax_fmax", self.relax_fmax, "eV/Å")
+        require_int("number_of_frames", self.number_of_frames, minimum=MIN_POINTS - 1)
         if self.socket:
             raise GPTFFInputError("socket=True is not supported by GPTFFEosMaker; leave it False")
-        self.plot_dir = absolute_dir(self.plot_dir)  # jobs run elsewhere (run_flow's temp dir)
+
+    def _default_relax_makers(self) -> None:
+        """GPTFF relaxations with this Maker's options where none were given (cell free first,
+        then cell fixed); refuse relaxation Makers that are not GPTFF's."""
         options = dict(model=self.model, dtype=self.dtype, smooth=self.smooth, device=self.device)
+        options |= dict(calculator_kwargs=dict(self.calculator_kwargs))
         relax_kwargs = {"fmax": self.relax_fmax}
         if self.initial_relax_maker is None:
             self.initial_relax_maker = GPTFFRelaxMaker(**options, relax_kwargs=relax_kwargs)
