@@ -144,7 +144,7 @@ def main() -> None:
     from gptff_core.errors import GPTFFInputError
     from gptff_core.relax import RelaxResult, relax
     from gptff_core.torchsim import GPTFFTorchSimModel
-    from gptff_flows.jobs.screening import _relax_group as relax_group
+    from gptff_flows.jobs.batch_relax import relax_group
 
     initial = [c["initial_structure"] for c in candidates if c["role"] == "candidate"
                and c["status"] != "failed"]  # fmt: skip

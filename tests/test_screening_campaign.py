@@ -196,6 +196,18 @@ def test_maker_validates_its_fields():
         SubstitutionScreeningMaker().make(prototypes, {"Na": ["Xx"]})
 
 
+def test_maker_takes_the_shared_options_and_refuses_calculator_kwargs():
+    """The Maker's model/dtype/smooth/device come from GPTFFOptions (checked there); the
+    TorchSim batches take no calculator options, so calculator_kwargs is refused, named."""
+    from gptff_flows.options import GPTFFOptions
+
+    prototypes = {"rocksalt": structure("NaCl", "rocksalt", a=5.64)}
+    assert isinstance(SubstitutionScreeningMaker(), GPTFFOptions)
+    for field, value in [("smooth", "yes"), ("device", ""), ("calculator_kwargs", {"skin": 1})]:
+        with pytest.raises(GPTFFInputError, match=field):
+            SubstitutionScreeningMaker(**{field: value}).make(prototypes, {"Na": ["K"]})
+
+
 def test_cli_screen_then_results(tmp_path, capsys):
     from gptff_core.cli import main
 
@@ -223,7 +235,7 @@ def test_a_structure_breaking_mid_batch_fails_alone(monkeypatch):
     import gptff_core.relax
     import gptff_core.torchsim
     from gptff_core.errors import StructureError
-    from gptff_flows.flows.screening import checkpoint_sha256
+    from gptff_flows.jobs.screening import checkpoint_sha256
     from gptff_flows.schemas.screening import ScreeningSettings
 
     def broken_batch(*args, **kwargs):
@@ -255,7 +267,7 @@ def test_a_structure_breaking_mid_batch_fails_alone(monkeypatch):
 
 
 def test_candidate_documents_by_key(campaign):
-    from gptff_flows.flows.screening import candidate_documents
+    from gptff_flows.queries import candidate_documents
 
     best = queries.screening_results(campaign, campaign="test campaign")[:3]
     documents = candidate_documents(campaign, [r["key"] for r in best])
@@ -345,6 +357,29 @@ def test_cli_campaign_left_without_candidates_fails_saying_why(tmp_path, capsys,
     (summary,) = queries.screening_campaigns(local_job_store(store), campaign="oxide")
     assert summary["status"] == "no_candidates" and summary["candidates"] == 0
     assert "not charge balanced: NaCl:Cl->O" in summary["message"]
+
+
+def test_cli_without_logging_configured_prints_the_reason_once(tmp_path, capsys):
+    """A plain `gptff` run configures no logging: the campaign's own warnings (no candidates,
+    none ranked), which the command reports itself, must not reach stderr a second time."""
+    import logging
+
+    from gptff_core.cli import main
+    from gptff_core.errors import ExitCode
+
+    structure("NaCl", "rocksalt", a=5.64).to(filename=str(tmp_path / "NaCl.cif"))
+    argv = ["screen", str(tmp_path / "NaCl.cif"), "--substitute", "Cl=O", "--charge-balanced"]
+    argv += ["--replace-all", "--store", str(tmp_path / "store"), "--campaign", "oxide"]
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    root.handlers.clear()  # as outside pytest: warnings would go to logging.lastResort
+    try:
+        assert main([*argv, "--no-plot", "--json"]) == ExitCode.FAILED
+    finally:
+        root.handlers[:] = handlers
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "gptff: error: campaign oxide: no candidates: not charge balanced: NaCl:Cl->O"
+    ]
 
 
 def test_cli_exit_code_flags_failed_candidates(tmp_path, capsys):

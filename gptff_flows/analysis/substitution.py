@@ -5,7 +5,8 @@ every combination of the replacements asked for: ``{"Y": ["Sc", "In"], "Cl": ["B
 Li₃YCl₆ gives Li₃ScCl₆, Li₃InCl₆, Li₃YBr₆, Li₃ScBr₆ and Li₃InBr₆ (with ``keep_original=True``,
 the default; the prototype itself is not a candidate). Optional steps, in order: suggestions
 from pymatgen's data-mined substitution probabilities, a charge-balance filter (pymatgen's
-oxidation-state guesses), volume pre-scaling, and removal of duplicates with
+oxidation-state guesses; both in :mod:`gptff_flows.analysis.oxidation_states`), volume
+pre-scaling, and removal of duplicates with
 :class:`~pymatgen.analysis.structure_matcher.StructureMatcher`.
 
 Volumes: ``"ionic-radii"`` scales each candidate from its prototype by the change of ionic radii
@@ -26,9 +27,10 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pymatgen.core import Composition, Element, Structure
+from pymatgen.core import Element, Structure
 
 from gptff_core.errors import GPTFFInputError, StructureError
+from gptff_flows.analysis.oxidation_states import is_charge_balanced, suggested_substitutions
 
 logger = logging.getLogger(__name__)
 
@@ -196,53 +198,6 @@ def combinations(
     return result
 
 
-def suggested_substitutions(structure: Structure, threshold: float) -> list[dict[str, str]]:
-    """Substitutions pymatgen's data-mined substitution model (Hautier et al. 2011) rates above
-    ``threshold`` for the prototype's (oxidation-state-decorated) composition."""
-    from pymatgen.analysis.structure_prediction.substitution_probability import (
-        SubstitutionPredictor,
-    )
-
-    guesses = structure.composition.oxi_state_guesses(max_sites=-50)
-    if not guesses:
-        logger.info("no oxidation states for %s: no suggestions", structure.formula)
-        return []
-    decorated = Composition(
-        {f"{el}{_charge(q)}": n for el, n, q in _with_charges(structure, guesses[0])}
-    )
-    predictor = SubstitutionPredictor(threshold=threshold)
-    result = []
-    for prediction in predictor.composition_prediction(decorated, to_this_composition=False):
-        # "substitutions" maps each species of this composition to its replacement
-        changes = {
-            old.symbol: new.symbol
-            for old, new in prediction["substitutions"].items()
-            if old.symbol != new.symbol
-        }
-        if changes and changes not in result:
-            result.append(changes)
-    return result
-
-
-def _charge(q: float) -> str:
-    magnitude = abs(q)
-    text = str(int(magnitude)) if magnitude == int(magnitude) else f"{magnitude:g}"
-    return f"{text}{'+' if q >= 0 else '-'}"
-
-
-def _with_charges(structure: Structure, guess: Mapping[str, float]):
-    for element, amount in structure.composition.element_composition.items():
-        yield element.symbol, amount, guess[element.symbol]
-
-
-def is_charge_balanced(composition: Composition) -> bool:
-    """Whether pymatgen finds oxidation states (from its common ones) summing to zero;
-    metals and alloys with all-zero states count as balanced."""
-    if all(element.is_metal for element in composition.elements):
-        return True
-    return bool(composition.oxi_state_guesses(max_sites=-50))
-
-
 def substitute(prototype: Structure, changes: Mapping[str, str]) -> Structure:
     """The prototype with every site of each element replaced at once (swaps are allowed)."""
     result = prototype.copy()
@@ -311,16 +266,9 @@ def generate(
         GPTFFInputError: bad options, unknown elements, or a substituted element that occurs
             in no prototype.
     """
-    if volume_scaling not in VOLUME_SCALINGS:
-        raise GPTFFInputError(
-            f"volume_scaling must be one of {VOLUME_SCALINGS}, not {volume_scaling!r}"
-        )
-    prototypes = check_prototypes(prototypes)
-    substitutions = dict(substitutions or {})
-    check_substitutions(substitutions)
-    if not substitutions and suggest_threshold is None:
-        raise GPTFFInputError("no substitutions given and no suggestions asked for")
-    check_matches(prototypes, substitutions)
+    prototypes, substitutions = _checked_inputs(
+        prototypes, substitutions, suggest_threshold, volume_scaling
+    )
     candidates: list[Candidate] = []
     rejected: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -331,14 +279,9 @@ def generate(
             if suggest_threshold is not None:
                 why += f" and pymatgen suggests none above {suggest_threshold}"
             notes.append(f"prototype {name!r} ({prototype.composition.reduced_formula}): {why}")
-        for changes in changes_list:
-            structure = substitute(prototype, changes)
-            label = Candidate(structure, name, changes, "none").label
-            if charge_balanced and not is_charge_balanced(structure.composition):
-                rejected.append((label, "not charge balanced"))
-                continue
-            scaled, used, note = scale_volume(structure, prototype, volume_scaling)
-            candidates.append(Candidate(scaled, name, changes, used, (note,) if note else ()))
+        kept, refused = _substituted(name, prototype, changes_list, charge_balanced, volume_scaling)
+        candidates += kept
+        rejected += refused
     if deduplicate:
         candidates, duplicates = _unique(candidates)
         rejected += duplicates
@@ -346,6 +289,47 @@ def generate(
     if not candidates:
         logger.warning("%s", generation.why_empty())
     return generation
+
+
+def _checked_inputs(
+    prototypes: Mapping[str, Structure],
+    substitutions: Mapping[str, Sequence[str]] | None,
+    suggest_threshold: float | None,
+    volume_scaling: str,
+) -> tuple[dict[str, Structure], dict[str, Sequence[str]]]:
+    """The prototypes and substitutions of :func:`generate`, checked (see its Raises)."""
+    if volume_scaling not in VOLUME_SCALINGS:
+        raise GPTFFInputError(
+            f"volume_scaling must be one of {VOLUME_SCALINGS}, not {volume_scaling!r}"
+        )
+    prototypes = check_prototypes(prototypes)
+    substitutions = dict(substitutions or {})
+    check_substitutions(substitutions)
+    if not substitutions and suggest_threshold is None:
+        raise GPTFFInputError("no substitutions given and no suggestions asked for")
+    check_matches(prototypes, substitutions)
+    return prototypes, substitutions
+
+
+def _substituted(
+    name: str,
+    prototype: Structure,
+    changes_list: Sequence[Mapping[str, str]],
+    charge_balanced: bool,
+    volume_scaling: str,
+) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """``(candidates, rejected)`` of one prototype: each substitution applied, filtered for
+    charge balance if asked, its volume (Å³) scaled by ``volume_scaling``."""
+    candidates, rejected = [], []
+    for changes in changes_list:
+        structure = substitute(prototype, changes)
+        label = Candidate(structure, name, changes, "none").label
+        if charge_balanced and not is_charge_balanced(structure.composition):
+            rejected.append((label, "not charge balanced"))
+            continue
+        scaled, used, note = scale_volume(structure, prototype, volume_scaling)
+        candidates.append(Candidate(scaled, name, changes, used, (note,) if note else ()))
+    return candidates, rejected
 
 
 def _changes(

@@ -124,7 +124,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
     check_matches(prototypes, substitutions)  # an element in no prototype: refused now
     competing = _competing(args.competing)
     store = open_store(args.store)
-    from gptff_flows.flows.screening import SubstitutionScreeningMaker, checkpoint_sha256
+    from gptff_flows.flows.screening import SubstitutionScreeningMaker
+    from gptff_flows.jobs.screening import checkpoint_sha256
     from gptff_flows.stores import describe_store, store_dir
 
     campaign = args.campaign or default_campaign_id(prototypes, args.substitute)
@@ -160,11 +161,15 @@ def cmd_screen(args: argparse.Namespace) -> int:
     return report_campaign(store, campaign, args, plot_dir)
 
 
+QUIET_LOGGERS = ("analysis.substitution", "analysis.hull", "jobs.screening")
+"""Modules (under gptff_flows) whose warnings a ``gptff screen`` run keeps off stderr."""
+
+
 def _run(flow, store, campaign: str) -> bool:
     from gptff_flows.run import run_flow
 
     # the campaign's own warnings (no candidates, none ranked) are reported by report_campaign
-    reported = [logging.getLogger(f"gptff_flows.{m}") for m in ("substitution", "screening_jobs")]
+    reported = [logging.getLogger(f"gptff_flows.{m}") for m in QUIET_LOGGERS]
     quiet = logging.NullHandler()
     try:
         for logger in reported:

@@ -1,7 +1,8 @@
 """Element-substitution screening campaigns with GPTFF, as one jobflow flow.
 
-:class:`SubstitutionScreeningMaker` makes a flow of one job that decides the campaign's size when
-it runs: it generates the candidates (:func:`gptff_flows.analysis.substitution.generate`), adds the
+:class:`SubstitutionScreeningMaker` makes a flow of one job
+(:func:`~gptff_flows.jobs.screening.generate_campaign`) that decides the campaign's size when it
+runs: it generates the candidates (:func:`gptff_flows.analysis.substitution.generate`), adds the
 elemental references and the competing phases given as structures, looks up in the job store what
 was already computed with the same key, and replaces itself (``Response(replace=Flow(...))``) with
 
@@ -27,35 +28,28 @@ project's store location (a ``mongodb://`` URI).
 
 from __future__ import annotations
 
-import logging
-import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from jobflow import Flow, JobConfig, Maker, Response, job
+from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from gptff_core.errors import GPTFFInputError
-from gptff_core.pretrained import DEFAULT_MODEL
-from gptff_flows.jobs.screening import analyse, lookup_store, relax_chunk, stored_records
-from gptff_flows.options import absolute_dir
-from gptff_flows.schemas.screening import CHUNK_DOCUMENT, ScreeningSettings
-
-logger = logging.getLogger(__name__)
+from gptff_flows.jobs.screening import generate_campaign  # also: stored flows name it here
+from gptff_flows.options import GPTFFOptions, absolute_dir, require_int, require_number
 
 
 @dataclass
-class SubstitutionScreeningMaker(Maker):
+class SubstitutionScreeningMaker(GPTFFOptions, Maker):
     """Substitution screening campaign: generate, relax in chunks, rank by energy above hull.
+
+    ``model``, ``dtype``, ``smooth`` and ``device`` as in
+    :class:`~gptff_flows.options.GPTFFOptions`; ``calculator_kwargs`` must stay empty (the
+    relaxations run as TorchSim batches, which take no calculator options).
 
     Args:
         name: flow name, and the campaign's id unless ``campaign`` is set.
         campaign: campaign id recorded in every document (default: ``name``).
-        model: registry name (``"gptff-v1"``, ``"gptff-v2"``) or checkpoint path.
-        dtype: ``"float32"`` or ``"float64"``.
-        smooth: C² cutoff envelopes (``None``: the checkpoint's setting).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         fmax: eV/Å, force threshold of the relaxations (cell forces included).
         steps: maximum FIRE steps per relaxation.
         chunk_size: structures per chunk job (one TorchSim batch; one stored unit of work).
@@ -77,10 +71,6 @@ class SubstitutionScreeningMaker(Maker):
 
     name: str = "GPTFF screening"
     campaign: str | None = None
-    model: str = DEFAULT_MODEL
-    dtype: str = "float32"
-    smooth: bool | None = None
-    device: str = "cpu"
     fmax: float = 0.05
     steps: int = 500
     chunk_size: int = 64
@@ -102,31 +92,31 @@ class SubstitutionScreeningMaker(Maker):
     def validate(self) -> None:
         """Raise :class:`GPTFFInputError` naming the first field with a bad value."""
         from gptff_flows.analysis.substitution import VOLUME_SCALINGS
-        from gptff_flows.options import DTYPES
 
-        def bad(field: str, what: str):
-            return GPTFFInputError(f"{field} must be {what}, got {getattr(self, field)!r}")
-
-        if not isinstance(self.fmax, int | float) or isinstance(self.fmax, bool) or self.fmax <= 0:
-            raise bad("fmax", "a positive number of eV/Å")
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
-            raise bad("steps", "a non-negative integer")
-        for field in ("chunk_size", "min_atoms"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad(field, "a positive integer")
-        if self.max_candidates is not None and (
-            not isinstance(self.max_candidates, int) or self.max_candidates < 1
-        ):
-            raise bad("max_candidates", "None or a positive integer")
-        if self.dtype not in DTYPES:
-            raise bad("dtype", f"one of {', '.join(DTYPES)}")
+        self.check_options()
+        if self.calculator_kwargs:
+            raise GPTFFInputError(
+                "calculator_kwargs must be empty: the screening relaxes in TorchSim batches, "
+                f"which take no calculator options; got {self.calculator_kwargs!r}"
+            )
+        require_number("fmax", self.fmax, "eV/Å")
+        require_int("steps", self.steps, minimum=0)
+        require_int("chunk_size", self.chunk_size)
+        require_int("min_atoms", self.min_atoms)
+        if self.max_candidates is not None:
+            require_int("max_candidates", self.max_candidates)
         if self.volume_scaling not in VOLUME_SCALINGS:
-            raise bad("volume_scaling", f"one of {', '.join(VOLUME_SCALINGS)}")
-        if self.suggest_threshold is not None and not 0 < self.suggest_threshold < 1:
-            raise bad("suggest_threshold", "None or a probability between 0 and 1")
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise bad("model", "a registry name or checkpoint path")
+            raise GPTFFInputError(
+                f"volume_scaling must be one of {', '.join(VOLUME_SCALINGS)}, "
+                f"got {self.volume_scaling!r}"
+            )
+        if self.suggest_threshold is not None and (
+            require_number("suggest_threshold", self.suggest_threshold) >= 1
+        ):
+            raise GPTFFInputError(
+                "suggest_threshold must be None or a probability between 0 and 1, "
+                f"got {self.suggest_threshold!r}"
+            )
 
     def make(
         self,
@@ -150,6 +140,7 @@ class SubstitutionScreeningMaker(Maker):
             GPTFFInputError: a bad field, substitution or competing entry; a substituted
                 element that occurs in no prototype.
         """
+        from gptff_flows.analysis.campaign import normalise_competing
         from gptff_flows.analysis.substitution import (
             check_matches,
             check_prototypes,
@@ -174,13 +165,15 @@ class SubstitutionScreeningMaker(Maker):
 
     @property
     def campaign_id(self) -> str:
+        """The campaign's id: ``campaign``, else ``name``."""
         return self.campaign or self.name
 
     def _options(self) -> dict:
+        """The fields the generation job takes (JSON numbers and text)."""
         return dict(
             name=self.name,
             campaign_id=self.campaign_id,
-            model=self.model,
+            model=str(self.model),
             dtype=self.dtype,
             smooth=self.smooth,
             device=self.device,
@@ -198,238 +191,3 @@ class SubstitutionScreeningMaker(Maker):
             plot_dir=self.plot_dir,
             lookup_store=self.lookup_store,
         )
-
-
-def normalise_competing(competing) -> list[dict]:
-    """Competing phases as ``{"name", "structure"}`` or ``{"name", "composition", "energy"}``
-    (total energy in eV) dicts."""
-    from gptff_flows.analysis.substitution import check_phase_structure
-
-    if competing is None:
-        return []
-    pairs = (
-        list(competing.items())
-        if isinstance(competing, Mapping)
-        else [(None, phase) for phase in competing]
-    )
-    result = []
-    for name, phase in pairs:
-        if isinstance(phase, Structure):
-            name = name or phase.composition.reduced_formula
-            check_phase_structure(phase, f"competing phase {name!r}")
-            result.append(dict(name=name, structure=phase))
-        elif hasattr(phase, "composition") and hasattr(phase, "energy"):
-            composition = phase.composition
-            name = name or getattr(phase, "name", None) or composition.reduced_formula
-            energy = float(phase.energy)
-            if not math.isfinite(energy) or composition.num_atoms <= 0:
-                raise GPTFFInputError(
-                    f"competing phase {name!r}: energy {energy} eV of {composition.formula} is "
-                    "not a finite total energy of a composition with atoms; fix the entry"
-                )
-            result.append(dict(name=name, composition=composition.formula, energy=energy))
-        else:
-            raise GPTFFInputError(
-                f"competing phase {name or ''} must be a pymatgen Structure or a computed entry "
-                f"(ComputedEntry, PDEntry), got {type(phase).__name__}"
-            )
-    return result
-
-
-def checkpoint_sha256(model: str) -> str:
-    """sha256 of the checkpoint a registry name or path resolves to."""
-    from gptff_core.pretrained import cached_sha256, resolve_checkpoint
-
-    return cached_sha256(resolve_checkpoint(model))
-
-
-def campaign_items(
-    generation, competing: Sequence[dict], settings: ScreeningSettings
-) -> list[dict]:
-    """Every structure of the campaign, with its role and key: candidates, elemental
-    references of every element present, competing phases given as structures."""
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    from gptff_flows.analysis.energetics import elemental_reference
-    from gptff_flows.analysis.substitution import structure_key
-
-    key_settings = settings.model_dump(exclude={"model"})
-    items = []
-    for candidate in generation.candidates:
-        items.append(
-            dict(
-                role="candidate",
-                label=candidate.label,
-                structure=candidate.structure,
-                prototype_id=candidate.prototype_id,
-                substitution=dict(candidate.substitution),
-                volume_scaling=candidate.volume_scaling,
-                notes=list(candidate.notes),
-                relax_cell=True,
-            )
-        )
-    for phase in competing:
-        if "structure" in phase:
-            items.append(
-                dict(role="competing", label=phase["name"], structure=phase["structure"])
-                | dict(relax_cell=True)
-            )
-    elements = set()
-    for item in items:
-        elements |= {e.symbol for e in item["structure"].composition.elements}
-    for phase in competing:
-        if "composition" in phase:
-            from pymatgen.core import Composition
-
-            elements |= {e.symbol for e in Composition(phase["composition"]).elements}
-    for symbol in sorted(elements):
-        try:
-            atoms, kind = elemental_reference(symbol)
-        except (GPTFFInputError, KeyError, ValueError) as error:
-            logger.warning("no elemental reference for %s: %s", symbol, error)
-            continue
-        items.append(
-            dict(
-                role="reference",
-                label=f"{symbol} ({kind})",
-                structure=AseAtomsAdaptor.get_structure(atoms),
-                relax_cell=kind == "crystal",
-            )
-        )
-    unique, seen = [], set()
-    for item in items:
-        item["key"] = structure_key(
-            item["structure"], key_settings | {"relax_cell": item["relax_cell"]}
-        )
-        if item["key"] not in seen:
-            seen.add(item["key"])
-            unique.append(item)
-    return unique
-
-
-def _generate(options: dict, prototypes: dict, substitutions: dict):
-    """The campaign's Generation (sampled to ``max_candidates``) and the number generated."""
-    from gptff_flows.analysis.substitution import generate
-
-    prototypes = {
-        k: Structure.from_dict(v) if isinstance(v, dict) else v for k, v in prototypes.items()
-    }
-    generation = generate(
-        prototypes,
-        substitutions,
-        keep_original=options["keep_original"],
-        suggest_threshold=options["suggest_threshold"],
-        charge_balanced=options["charge_balanced"],
-        volume_scaling=options["volume_scaling"],
-        deduplicate=options["deduplicate"],
-    )
-    n_generated = len(generation.candidates)
-    limit = options.get("max_candidates")
-    if limit is not None and len(generation.candidates) > limit:
-        import random
-
-        sample = random.Random(options.get("sample_seed", 0)).sample(
-            range(len(generation.candidates)), limit
-        )
-        generation.candidates = [generation.candidates[i] for i in sorted(sample)]
-    return generation, n_generated
-
-
-def _chunk_jobs(missing: list[dict], settings: ScreeningSettings, options: dict) -> list:
-    campaign_id, size = options["campaign_id"], options["chunk_size"]
-    chunks = []
-    n_chunks = -(-len(missing) // size)
-    for index in range(n_chunks):
-        chunk = relax_chunk(
-            missing[index * size : (index + 1) * size],
-            settings.model_dump(),
-            campaign_id,
-            index,
-            options["device"],
-            options["lookup_store"],
-        )
-        chunk.name = f"{options['name']} chunk {index + 1}/{n_chunks}"
-        chunk.update_metadata({"gptff_role": "screening_chunk", "campaign_id": campaign_id})
-        chunks.append(chunk)
-    return chunks
-
-
-@job(config=JobConfig(expose_store=True))
-def generate_campaign(
-    options: dict, prototypes: dict, substitutions: dict, competing: list[dict]
-) -> Response:
-    """Job: candidates, references and competing phases; chunks for what is not stored; the
-    analysis. Replaces itself with them. With no candidate, nothing is relaxed and the
-    analysis records why (status ``no_candidates``)."""
-    started_at, start = time.time(), time.perf_counter()
-    for phase in competing:
-        if isinstance(phase.get("structure"), dict):
-            phase["structure"] = Structure.from_dict(phase["structure"])
-    generation, n_generated = _generate(options, prototypes, substitutions)
-    settings = ScreeningSettings(
-        model=options["model"],
-        checkpoint_sha256=checkpoint_sha256(options["model"]),
-        dtype=options["dtype"],
-        smooth=options["smooth"],
-        fmax=options["fmax"],
-        steps=options["steps"],
-        min_atoms=options["min_atoms"],
-    )
-    items = campaign_items(generation, competing, settings) if generation.candidates else []
-    stored = stored_records(lookup_store(options["lookup_store"]), {i["key"] for i in items})
-    missing = [item for item in items if item["key"] not in stored]
-    stored_list = [
-        stored[item["key"]] | {"role": item["role"], "label": item["label"]}
-        | {"prototype_id": item.get("prototype_id")}
-        for item in items
-        if item["key"] in stored
-    ]  # fmt: skip
-    campaign_id = options["campaign_id"]
-    logger.info(
-        "%s: %d structures, %d stored, %d to relax in chunks of %d",
-        campaign_id, len(items), len(stored_list), len(missing), options["chunk_size"],
-    )  # fmt: skip
-    chunks = _chunk_jobs(missing, settings, options)
-    summary = dict(
-        prototypes=sorted(prototypes),
-        substitutions=substitutions,
-        options={k: options[k] for k in ("volume_scaling", "charge_balanced", "keep_original")}
-        | {k: options[k] for k in ("suggest_threshold", "deduplicate", "chunk_size")},
-        rejected=[list(r) for r in generation.rejected],
-        notes=list(generation.notes),
-        why_empty=generation.why_empty(),
-        n_chunks=len(chunks),
-        n_generated=n_generated,
-    )
-    analysis = analyse(
-        campaign_id,
-        settings.model_dump(),
-        [chunk.output for chunk in chunks],
-        stored_list,
-        [p for p in competing if "composition" in p],
-        summary,
-        dict(generation=time.perf_counter() - start, started_at=started_at),
-        options["plot_dir"],
-        options["lookup_store"],
-    )
-    analysis.name = f"{options['name']} analysis"
-    analysis.update_metadata({"gptff_role": "screening_analysis", "campaign_id": campaign_id})
-    return Response(replace=Flow([*chunks, analysis], output=analysis.output))
-
-
-def candidate_documents(store, keys) -> list:
-    """The stored :class:`~gptff_flows.schemas.screening.CandidateDocument` of each key (relaxed
-    structures included), e.g. of the ``key`` column of
-    :func:`gptff_flows.queries.screening_results`; in the order of ``keys``, missing ones left
-    out."""
-    from gptff_flows.schemas.screening import CandidateDocument
-
-    wanted = list(dict.fromkeys(keys))
-    lookup = set(wanted)
-    found: dict[str, dict] = {}
-    store.connect()
-    for doc in store.query({"output.@class": CHUNK_DOCUMENT}, properties=["output.candidates"]):
-        for candidate in (doc.get("output") or {}).get("candidates") or []:
-            if candidate.get("key") in lookup and candidate["key"] not in found:
-                found[candidate["key"]] = candidate
-    return [CandidateDocument(**found[k]) for k in wanted if k in found]

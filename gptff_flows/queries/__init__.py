@@ -5,7 +5,8 @@ energies eV (``*_eV``, or eV/atom for ``*_per_atom``), volumes Å³/atom, bulk m
 One module per workflow; every public query is importable from here:
 
 * :func:`relaxations`, :func:`eos_results` (:mod:`.eos`), :func:`gptff_jobs` (:mod:`.common`);
-* :func:`screening_results`, :func:`screening_campaigns` (:mod:`.screening`);
+* :func:`screening_results`, :func:`screening_campaigns`, :func:`candidate_documents`
+  (:mod:`.screening`);
 * :func:`finetune_md_results` (:mod:`.finetune_md`), :func:`tensile_results` (:mod:`.tensile`).
 
 Filters shared by every query (all optional, combined with AND):
@@ -20,10 +21,15 @@ Filters shared by every query (all optional, combined with AND):
 from gptff_flows.queries.common import check_filters, gptff_jobs
 from gptff_flows.queries.eos import eos_results, relaxations
 from gptff_flows.queries.finetune_md import finetune_md_results
-from gptff_flows.queries.screening import screening_campaigns, screening_results
+from gptff_flows.queries.screening import (
+    candidate_documents,
+    screening_campaigns,
+    screening_results,
+)
 from gptff_flows.queries.tensile import tensile_results
 
 __all__ = [
+    "candidate_documents",
     "check_filters",
     "eos_results",
     "finetune_md_results",
