@@ -10,7 +10,9 @@
 * :mod:`gptff_flows.analysis` — the science (EOS fits, energetics, substitution, diffusion,
   stacking, XRD), plain functions without jobflow;
 * :mod:`gptff_flows.options` — the GPTFF fields every Maker shares;
-* :mod:`gptff_flows.stores`, :mod:`gptff_flows.run` — job stores, running and submitting flows;
+* :mod:`gptff_flows.stores` — embedded (montydb) and MongoDB job stores, checked before work;
+* :mod:`gptff_flows.run` — run flows locally into a store (resuming), or submit them with
+  jobflow-remote; :mod:`gptff_flows.failures` — what a failed job leaves in the store;
 * :mod:`gptff_flows.cli` — ``gptff eos``, ``screen``, ``finetune-md`` and ``results``.
 
 Importing this package is cheap; the submodules import jobflow, atomate2 and maggma. Module names

@@ -28,6 +28,7 @@ RENAMED = {
     "gptff_flows.screening_leases": "gptff_flows.jobs.leases",
     "gptff_flows.screening_schemas": "gptff_flows.schemas.screening",
     "gptff_flows.stacking": "gptff_flows.analysis.stacking",
+    "gptff_flows.store_integrity": "gptff_flows.stores.integrity",
     "gptff_flows.substitution": "gptff_flows.analysis.substitution",
     "gptff_flows.tensile_jobs": "gptff_flows.jobs.tensile",
     "gptff_flows.tensile_queries": "gptff_flows.queries.tensile",

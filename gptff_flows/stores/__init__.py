@@ -34,15 +34,15 @@ first write to a new collection at once race to create its table. :class:`GPTFFM
 the configuration once, under a lock, and creates its collection then; afterwards ``connect`` only
 reads. Credentials in MongoDB URIs are never logged: :func:`describe_store` redacts them.
 
-Integrity (:mod:`gptff_flows.store_integrity`): :class:`GPTFFMontyStore` stores with each
+Integrity (:mod:`gptff_flows.stores.integrity`): :class:`GPTFFMontyStore` stores with each
 document the sha256 of its BSON encoding (field :data:`CHECKSUM_FIELD`, removed again on reading)
 and checks it on every document montydb decodes, whether or not the query returns it. A changed
 bit gives a :class:`StoreError` naming the document and the file, never a different number; so
 does a document that no longer decodes, a damaged SQLite file or a deleted collection file.
 Documents written without a checksum (stores written before checksums) are read unchecked.
 
-The embedded store's directory checks are in :mod:`gptff_flows.store_directory`, MongoDB's in
-:mod:`gptff_flows.store_mongodb`; their public names are importable from here too.
+The embedded store's directory checks are in :mod:`gptff_flows.stores.directory`, MongoDB's in
+:mod:`gptff_flows.stores.mongodb`; their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from montydb import MontyClient
 from gptff_core.errors import StoreError
 
 # re-exported: the names below are part of this module's API
-from gptff_flows.store_directory import (  # noqa: F401
+from gptff_flows.stores.directory import (  # noqa: F401
     DATA_COLLECTION,
     DATABASE_NAME,
     DOCS_COLLECTION,
@@ -73,7 +73,7 @@ from gptff_flows.store_directory import (  # noqa: F401
     prepare_store_dir,
     probe_collections,
 )
-from gptff_flows.store_integrity import (  # noqa: F401
+from gptff_flows.stores.integrity import (  # noqa: F401
     CHECKSUM_FIELD,
     DATABASE_ERRORS,
     SQLITE_BUSY_TIMEOUT_MS,
@@ -85,7 +85,7 @@ from gptff_flows.store_integrity import (  # noqa: F401
     store_failure,
     verify,
 )
-from gptff_flows.store_mongodb import (  # noqa: F401
+from gptff_flows.stores.mongodb import (  # noqa: F401
     DEFAULT_STORE_TIMEOUT_S,
     GRIDFS_COLLECTION,
     STORE_TIMEOUT_ENV,

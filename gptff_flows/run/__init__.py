@@ -7,8 +7,8 @@ flow and ``run_flow(..., resume=True)`` can recognise a job that already ran. Ea
 written to the store when that job finishes, so a crash loses at most the job that was running;
 resuming then reruns only the jobs whose results are missing, and stores nothing twice.
 
-The labels are made in :mod:`gptff_flows.flow_labels`, resuming in :mod:`gptff_flows.resume`,
-submission to jobflow-remote in :mod:`gptff_flows.remote`; their public names are importable
+The labels are made in :mod:`gptff_flows.run.labels`, resuming in :mod:`gptff_flows.run.resume`,
+submission to jobflow-remote in :mod:`gptff_flows.run.remote`; their public names are importable
 from here too.
 """
 
@@ -20,9 +20,9 @@ import tempfile
 
 from jobflow import Flow, Job, JobStore, run_locally
 
-from gptff_flows.flow_labels import INPUT_HASH, all_jobs, input_hashes, label_flow  # noqa: F401
-from gptff_flows.remote import check_remote_project, submit_flow  # noqa: F401
-from gptff_flows.resume import REPLACED_AT, marking_replacements, reuse_completed  # noqa: F401
+from gptff_flows.run.labels import INPUT_HASH, all_jobs, input_hashes, label_flow  # noqa: F401
+from gptff_flows.run.remote import check_remote_project, submit_flow  # noqa: F401
+from gptff_flows.run.resume import REPLACED_AT, marking_replacements, reuse_completed  # noqa: F401
 from gptff_flows.stores import describe_store, open_job_store, recorded_failure
 
 logger = logging.getLogger(__name__)

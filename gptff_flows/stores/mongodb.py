@@ -15,8 +15,8 @@ from jobflow import JobStore
 from maggma.stores import MongoStore
 
 from gptff_core.errors import StoreError
-from gptff_flows.store_directory import DATABASE_NAME, DOCS_COLLECTION
-from gptff_flows.store_integrity import one_line, redact_uri
+from gptff_flows.stores.directory import DATABASE_NAME, DOCS_COLLECTION
+from gptff_flows.stores.integrity import one_line, redact_uri
 
 logger = logging.getLogger(__name__)
 

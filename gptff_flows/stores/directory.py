@@ -23,7 +23,7 @@ from filelock import FileLock
 from montydb import MontyClient, set_storage
 
 from gptff_core.errors import StoreError
-from gptff_flows.store_integrity import SQLITE_BUSY_TIMEOUT_MS, damaged, one_line, store_failure
+from gptff_flows.stores.integrity import SQLITE_BUSY_TIMEOUT_MS, damaged, one_line, store_failure
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Resuming a flow: reuse the stored result of every job that already ran with the same inputs.
 
-A job is recognised by its input hash and flow name (:mod:`gptff_flows.flow_labels`).
+A job is recognised by its input hash and flow name (:mod:`gptff_flows.run.labels`).
 :func:`reuse_completed` cuts the jobs that have a finished stored run out of a copy of the flow
 and points the remaining jobs' references at those runs, so nothing is stored twice. A job that
 replaced itself with new jobs (a campaign sized at run time) is finished only once its
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from jobflow import Flow, Job, JobStore, Response
 
-from gptff_flows.flow_labels import INPUT_HASH, all_jobs, replace_references
+from gptff_flows.run.labels import INPUT_HASH, all_jobs, replace_references
 
 REPLACED_AT = "gptff_replaced_at"
 """Job metadata key: the index of a run that replaced itself with new jobs (its own document
@@ -34,7 +34,7 @@ def reuse_completed(flow: Flow, store: JobStore) -> tuple[Flow, list[str], dict]
     (jobflow resolves them from the store): no document is copied. ``responses`` holds the
     stored output of each reused job the flow's output refers to (see
     :func:`~gptff_flows.run.run_flow`). ``flow`` must be labelled
-    (:func:`~gptff_flows.flow_labels.label_flow`) and is not changed.
+    (:func:`~gptff_flows.run.labels.label_flow`) and is not changed.
     """
     store.connect()
     done = _completed_runs(store, list(all_jobs(flow)))

@@ -1,7 +1,7 @@
 """Submitting GPTFF flows to a jobflow-remote project, after checking the project is there.
 
 See ``workflows/jobflow_remote/`` for a project with a local and a SLURM worker. Every job is
-labelled (:func:`~gptff_flows.flow_labels.label_flow`) as :func:`~gptff_flows.run.run_flow`
+labelled (:func:`~gptff_flows.run.labels.label_flow`) as :func:`~gptff_flows.run.run_flow`
 labels it, so the queries find remote results as they find local ones.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from jobflow import Flow, Job
 
 from gptff_core.errors import StoreError
-from gptff_flows.flow_labels import label_flow
-from gptff_flows.store_integrity import one_line
+from gptff_flows.run.labels import label_flow
+from gptff_flows.stores.integrity import one_line
 
 
 def submit_flow(flow: Flow | Job, worker: str, project: str | None = None, **kwargs) -> list:

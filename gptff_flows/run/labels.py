@@ -3,7 +3,7 @@
 :func:`label_flow` gives each job ``metadata.flow_name`` and ``metadata.flow_uuid`` (the top-level
 flow's; a Maker's own label is kept), so :mod:`gptff_flows.queries` finds results by flow, and
 ``metadata.input_hash`` (:func:`input_hashes`), so that ``run_flow(..., resume=True)``
-(:mod:`gptff_flows.resume`) recognises a job that already ran with the same inputs.
+(:mod:`gptff_flows.run.resume`) recognises a job that already ran with the same inputs.
 """
 
 from __future__ import annotations
