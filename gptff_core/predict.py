@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 
 from gptff_core.checkpoint import load_model
 from gptff_core.errors import GPTFFInputError
-from gptff_core.evaluate import evaluate, require_finite
+from gptff_core.evaluate import Prediction, evaluate, require_finite
 from gptff_core.graph import (
     BOND_CUTOFF,
     THREE_BODY_CUTOFF,
+    Graph,
     StructureGraph,
     stack_graphs,
     structure_graph,
@@ -136,41 +137,56 @@ def predict(
     network = load_model(model, device=device, dtype=dtype, smooth=smooth).requires_grad_(False)
     parameter = next(network.parameters())
     show = sys.stderr.isatty() if progress is None else progress
-    parts: dict[int, StructureGraph] = {}  # graphs built and not yet evaluated
+    limits = (max_atoms_per_batch, max_bonds_per_batch, max_triplets_per_batch)
+    n = len(atoms_list)
+    predictions = Predictions(
+        energies=np.zeros(n),
+        forces=[np.zeros((0, 3))] * n if forces else None,
+        stresses=[None] * n if stress else None,
+    )
+    batches = _batched_graphs(atoms_list, limits, parameter.dtype, parameter.device)
+    with tqdm(total=n, disable=not show, unit="structure") as bar:
+        for group, graph in batches:
+            result = evaluate(network, graph, forces=forces, stress=stress)
+            require_finite(result, graph, [f"structure {i}" for i in group])
+            _store(result, graph, group, predictions)
+            bar.update(len(group))
+    return predictions
+
+
+def _batched_graphs(
+    atoms_list: Sequence[Atoms],
+    limits: Sequence[int],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Iterator[tuple[list[int], Graph]]:
+    """Consecutive groups of ``atoms_list`` within ``limits`` (atoms, bonds ≤ 5 Å, triplets ≤
+    3.5 Å) with their stacked graph. Each structure's graph is built when the batcher reads its
+    size: at most one structure ahead of the batch being evaluated, so memory stays bounded."""
+    parts: dict[int, StructureGraph] = {}  # graphs built and not yet stacked
 
     def sizes() -> Iterator[tuple[int, int, int]]:
-        """(atoms, bonds, triplets) of each structure, whose graph is built as it is read: at
-        most one structure ahead of the batch being evaluated, so memory stays bounded."""
+        """(atoms, bonds, triplets) of each structure, its graph built as it is read."""
         for index, atoms in enumerate(atoms_list):
             part = structure_graph(atoms, BOND_CUTOFF, THREE_BODY_CUTOFF, f"structure {index}")
             parts[index] = part
             yield len(atoms), part.centre.size, part.triplet_first.size
 
-    limits = (max_atoms_per_batch, max_bonds_per_batch, max_triplets_per_batch)
-    energies = np.zeros(len(atoms_list))
-    all_forces: list[np.ndarray] = [np.zeros((0, 3))] * len(atoms_list)
-    all_stresses: list[np.ndarray | None] = [None] * len(atoms_list)
-    with tqdm(total=len(atoms_list), disable=not show, unit="structure") as bar:
-        for group in batches_by_size(sizes(), limits):
-            graph = stack_graphs(
-                [atoms_list[i] for i in group],
-                [parts.pop(i) for i in group],
-                parameter.dtype,
-                parameter.device,
-            )
-            result = evaluate(network, graph, forces=forces, stress=stress)
-            require_finite(result, graph, [f"structure {i}" for i in group])
-            counts = graph.atoms_per_structure.tolist()
-            split_forces = torch.split(result.forces, counts) if forces else None
-            for slot, index in enumerate(group):
-                energies[index] = result.energy[slot].item()
-                if forces:
-                    all_forces[index] = split_forces[slot].cpu().numpy().astype(np.float64)
-                if stress and bool(result.has_stress[slot]):
-                    all_stresses[index] = result.stress[slot].cpu().numpy().astype(np.float64)
-            bar.update(len(group))
-    return Predictions(
-        energies=energies,
-        forces=all_forces if forces else None,
-        stresses=all_stresses if stress else None,
-    )
+    for group in batches_by_size(sizes(), limits):
+        atoms = [atoms_list[i] for i in group]
+        yield group, stack_graphs(atoms, [parts.pop(i) for i in group], dtype, device)
+
+
+def _store(result: Prediction, graph: Graph, group: list[int], predictions: Predictions) -> None:
+    """Copy a batch's energies (eV), forces (eV/Å) and stresses (eV/Å³) into ``predictions``
+    (float64, at the structures' input indices ``group``); forces and stresses only where
+    ``predictions`` holds lists for them, a stress only for a cell with a volume."""
+    split_forces = None
+    if predictions.forces is not None:
+        split_forces = torch.split(result.forces, graph.atoms_per_structure.tolist())
+    for slot, index in enumerate(group):
+        predictions.energies[index] = result.energy[slot].item()
+        if split_forces is not None:
+            predictions.forces[index] = split_forces[slot].cpu().numpy().astype(np.float64)
+        if predictions.stresses is not None and bool(result.has_stress[slot]):
+            predictions.stresses[index] = result.stress[slot].cpu().numpy().astype(np.float64)

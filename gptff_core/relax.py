@@ -21,6 +21,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE
+from ase.optimize.optimize import Optimizer
 from ase.stress import voigt_6_to_full_3x3_stress
 from tqdm.auto import tqdm
 
@@ -81,6 +82,8 @@ def has_volume(atoms: Atoms) -> bool:
 
 
 def check_options(fmax: float, steps: int, optimizer: str) -> type:
+    """The optimizer class named by ``optimizer``, after checking ``fmax`` (eV/Å, positive) and
+    ``steps`` (a non-negative integer); raises :class:`GPTFFInputError` otherwise."""
     if isinstance(fmax, bool) or not isinstance(fmax, int | float) or not math.isfinite(fmax):
         raise GPTFFInputError(f"fmax must be a finite number of eV/Å, got {fmax!r}")
     if fmax <= 0:
@@ -150,7 +153,41 @@ def relax(
     opt = optimizer_class(
         target, logfile=None, trajectory=None if trajectory is None else str(trajectory)
     )
+    converged = _run_optimizer(opt, work, fmax, steps, progress)
+    return _relaxed(work, initial_energy, int(opt.nsteps), converged, cell_relaxed)
+
+
+def _run_optimizer(
+    opt: Optimizer, work: Atoms, fmax: float, steps: int, progress: bool | ProgressCallback
+) -> bool:
+    """Run ``opt`` on ``work`` to ``fmax`` (eV/Å) or ``steps`` steps, reporting ``progress``
+    (see :func:`relax`); whether it converged.
+
+    Raises:
+        RelaxInterrupted: on Ctrl-C, carrying a copy of ``work`` as reached.
+    """
     bar = tqdm(total=steps, disable=progress is not True, unit="step", leave=False)
+    if progress is not False:
+        opt.attach(_observer(work, opt, bar, progress), interval=1)
+    try:
+        with warnings.catch_warnings():
+            # FrechetCellFilter's scipy logm warns on every step near the identity (error ~1e-12)
+            warnings.filterwarnings("ignore", "logm result may be inaccurate", RuntimeWarning)
+            return bool(opt.run(fmax=fmax, steps=steps))
+    except KeyboardInterrupt:
+        snapshot = work.copy()
+        snapshot.calc = None
+        raise RelaxInterrupted(snapshot, opt.nsteps) from None
+    finally:
+        bar.close()
+        opt.close()
+
+
+def _observer(
+    work: Atoms, opt: Optimizer, bar: tqdm, progress: bool | ProgressCallback
+) -> Callable[[], None]:
+    """The step observer: updates ``bar`` with the energy (eV) and largest force (eV/Å) of
+    ``work`` and calls ``progress`` when it is a :data:`ProgressCallback`."""
 
     def observe() -> None:
         energy = float(work.get_potential_energy())
@@ -160,22 +197,20 @@ def relax(
         if callable(progress):
             progress(opt.nsteps, energy, force)
 
-    if progress is not False:
-        opt.attach(observe, interval=1)
-    try:
-        with warnings.catch_warnings():
-            # FrechetCellFilter's scipy logm warns on every step near the identity (error ~1e-12)
-            warnings.filterwarnings("ignore", "logm result may be inaccurate", RuntimeWarning)
-            converged = bool(opt.run(fmax=fmax, steps=steps))
-    except KeyboardInterrupt:
-        snapshot = work.copy()
-        snapshot.calc = None
-        raise RelaxInterrupted(snapshot, opt.nsteps) from None
-    finally:
-        bar.close()
-        opt.close()
+    return observe
+
+
+def _relaxed(
+    work: Atoms, initial_energy: float, n_steps: int, converged: bool, cell_relaxed: bool
+) -> RelaxResult:
+    """The :class:`RelaxResult` of the relaxed ``work`` (its final energy eV, forces eV/Å and
+    stress eV/Å³ checked, held by a SinglePointCalculator on a copy).
+
+    Raises:
+        GPTFFInputError: the calculator's final energy or forces are not finite.
+    """
     energy, forces, stress = _final_state(work)
-    logger.debug("relaxed in %d steps, converged=%s, E=%.6f eV", opt.nsteps, converged, energy)
+    logger.debug("relaxed in %d steps, converged=%s, E=%.6f eV", n_steps, converged, energy)
     final = work.copy()
     results = {"energy": energy, "free_energy": energy, "forces": forces}
     if stress is not None:
@@ -187,7 +222,7 @@ def relax(
         energy=energy,
         forces=forces,
         stress=stress,
-        n_steps=int(opt.nsteps),
+        n_steps=n_steps,
         converged=converged,
         cell_relaxed=cell_relaxed,
     )

@@ -29,6 +29,7 @@ from dataclasses import replace
 
 import torch
 import torch_sim as ts
+from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch_sim.models.interface import ModelInterface
@@ -155,21 +156,47 @@ def relax_batch(
             closer than 0.5 Å...): the whole batch stops; relax such a batch one by one to find
             the culprit.
     """
+    model, atoms_list = _checked_batch(structures, model, fmax, steps, relax_cell)
+    if not atoms_list:
+        return []
+    optimizer = ts.frechet_cell_fire if relax_cell else ts.optimizers.fire
+    init_fn, update_fn = optimizer(model)
+    state = init_fn(ts.initialize_state(atoms_list, model.device, model.dtype))
+    return _run_fire(state, update_fn, model, fmax, steps, relax_cell)
+
+
+def _checked_batch(
+    structures: Sequence,
+    model: GPTFFTorchSimModel | str | os.PathLike | GPTFF,
+    fmax: float,
+    steps: int,
+    relax_cell: bool,
+) -> tuple[GPTFFTorchSimModel, list[Atoms]]:
+    """The options of :func:`relax_batch` checked (``fmax`` eV/Å), ``model`` as a TorchSim model
+    and ``structures`` as ASE Atoms.
+
+    Raises:
+        GPTFFInputError: bad options, or ``relax_cell`` with a structure without a volume.
+    """
     check_options(fmax, steps, "FIRE")
     if not isinstance(model, GPTFFTorchSimModel):
         model = GPTFFTorchSimModel(model)
     atoms_list = [as_atoms(s) for s in structures]
-    if not atoms_list:
-        return []
-    if relax_cell and not all(has_volume(a) for a in atoms_list):
+    if atoms_list and relax_cell and not all(has_volume(a) for a in atoms_list):
         raise GPTFFInputError("relax_cell needs 3D periodic structures with a volume")
-    optimizer = ts.frechet_cell_fire if relax_cell else ts.optimizers.fire
-    init_fn, update_fn = optimizer(model)
-    state = init_fn(ts.initialize_state(atoms_list, model.device, model.dtype))
+    return model, atoms_list
+
+
+def _run_fire(
+    state, update_fn, model: GPTFFTorchSimModel, fmax: float, steps: int, relax_cell: bool
+) -> list[RelaxResult]:
+    """FIRE steps from the initialised ``state`` until every system's largest force (and cell
+    force) is below ``fmax`` (eV/Å) or ``steps`` were taken; each system leaves the batch when
+    it finishes. One :class:`RelaxResult` per system, in order."""
     initial_energy = state.energy.tolist()
-    active = list(range(len(atoms_list)))
-    n_steps = [0] * len(atoms_list)
-    results: list[RelaxResult | None] = [None] * len(atoms_list)
+    active = list(range(len(initial_energy)))
+    n_steps = [0] * len(active)
+    results: list[RelaxResult | None] = [None] * len(active)
     for step in range(steps + 1):
         largest = _largest_forces(state, relax_cell)
         converged = largest < fmax

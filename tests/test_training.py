@@ -19,6 +19,7 @@ from gptff_core.evaluate import evaluate
 from gptff_core.training import Recipe, Trainer, frames_from_structures, new_network
 from gptff_core.training.loss import LossWeights, loss_terms, make_batch
 from gptff_core.training.metrics import FramePredictions, error_metrics
+from gptff_core.training.schedule import epoch_order
 
 
 def test_missing_labels_are_masked_out_of_the_loss(emt_frames):
@@ -168,7 +169,7 @@ def test_early_stopping_without_improvement_keeps_the_refit(tmp_path, emt_frames
 
 def test_structures_per_epoch_samples_every_structure_evenly():
     trainer = Trainer(new_network(TINY), Recipe(structures_per_epoch=12), progress=False)
-    order = trainer._epoch_order(5, torch.Generator().manual_seed(0))
+    order = epoch_order(trainer.recipe, 5, torch.Generator().manual_seed(0))
     assert len(order) == 12
     assert sorted(np.bincount(order, minlength=5)) == [2, 2, 2, 3, 3]
 

@@ -197,17 +197,11 @@ def _start_model(args: argparse.Namespace):
     ),
 )
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from gptff_core.training.datasets import read_datasets, split_frames
-    from gptff_core.training.metrics import summary_line
     from gptff_core.training.trainer import Trainer
 
     check_output_dir(args.out, "--out")
     recipe = _recipe(args)
-    frames = read_datasets(args.train, args.fmt)
-    if args.valid:
-        train, valid = frames, read_datasets(args.valid, args.fmt)
-    else:
-        train, valid = split_frames(frames, args.valid_fraction, seed=args.seed)
+    train, valid = _frames(args)
     trainer = Trainer(
         _start_model(args),
         recipe,
@@ -216,18 +210,45 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         smooth=args.smooth,
         progress=False if args.json else None,
     )
+    report = _epoch_reporter(args, recipe.epochs)
+    result = trainer.fit(train, valid, args.out, resume=args.resume, on_epoch_end=report)
+    summary = _summary(result, trainer.base_model)
+    if args.json:
+        dump_json(summary)
+    else:
+        print("\n".join(_summary_lines(result, summary, args.out)))
+    return 0
+
+
+def _frames(args: argparse.Namespace) -> tuple[list, list]:
+    """(training, validation) frames: the --valid files, or split off the training files."""
+    from gptff_core.training.datasets import read_datasets, split_frames
+
+    frames = read_datasets(args.train, args.fmt)
+    if args.valid:
+        return frames, read_datasets(args.valid, args.fmt)
+    return split_frames(frames, args.valid_fraction, seed=args.seed)
+
+
+def _epoch_reporter(args: argparse.Namespace, epochs: int):
+    """The ``on_epoch_end`` callback: one line per epoch on stderr (none with --json)."""
+    from gptff_core.training.metrics import summary_line
 
     def report(record) -> None:
         if not args.json:
             loss = "-" if record.train_loss is None else f"{record.train_loss:.4g}"
             print(
-                f"epoch {record.epoch:3d}/{recipe.epochs}  loss {loss}  valid "
+                f"epoch {record.epoch:3d}/{epochs}  loss {loss}  valid "
                 f"{summary_line(record.metrics)}  ({record.seconds:.0f} s)",
                 file=sys.stderr,
             )
 
-    result = trainer.fit(train, valid, args.out, resume=args.resume, on_epoch_end=report)
-    summary = dict(
+    return report
+
+
+def _summary(result, base_model: dict) -> dict:
+    """The --json summary of a run (metrics in meV/atom, meV/Å and GPa)."""
+    return dict(
         before=result.before,
         after=result.after,
         checkpoint=str(result.best_checkpoint),
@@ -238,13 +259,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         n_train=result.n_train,
         n_valid=result.n_valid,
         reference_refit=result.reference_refit,
-        base_model=trainer.base_model,
+        base_model=base_model,
         outliers=result.outliers,
         files=[str(p) for p in result.files],
     )
-    if args.json:
-        dump_json(summary)
-        return 0
+
+
+def _summary_lines(result, summary: dict, out: str) -> list[str]:
+    """The human summary: frames, dropped outliers, refitted references (eV/atom), the
+    before/after validation table and the files written."""
     refit = result.reference_refit
     n_train, n_valid = summary["n_train"], summary["n_valid"]
     lines = [f"training frames {n_train}, validation frames {n_valid}"]
@@ -261,9 +284,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if old is not None:
             lines.append(f"{name:<22} {old:>12{digits}} {new:>12{digits}}")
     lines.append(f"checkpoint (best epoch {summary['best_epoch']}): {result.best_checkpoint}")
-    lines.append(f"last epoch: {result.last_checkpoint}; metrics and parity plots in {args.out}")
-    print("\n".join(lines))
-    return 0
+    lines.append(f"last epoch: {result.last_checkpoint}; metrics and parity plots in {out}")
+    return lines
 
 
 def register(subparsers) -> None:

@@ -19,124 +19,44 @@ Frames carry a *group*: frames of one trajectory share it and stay on one side o
 
 from __future__ import annotations
 
-import ast
-import csv
 import hashlib
-import json
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms, units
-from ase.stress import voigt_6_to_full_3x3_stress
+from ase import Atoms
 
 from gptff_core.errors import GPTFFInputError
-from gptff_core.validation import as_atoms, check_structure
+from gptff_core.training.frames import Frame, check_input_file, make_frame
+from gptff_core.training.published_csv import (
+    CSV_COLUMNS,
+    KBAR,
+    VASP_VOIGT_ORDER,
+    read_published_csv,
+    vasp_stress_to_ase,
+)
+
+__all__ = [
+    "CSV_COLUMNS",
+    "GROUP_KEYS",
+    "KBAR",
+    "VASP_VOIGT_ORDER",
+    "Frame",
+    "fingerprint",
+    "frames_from_structures",
+    "make_frame",
+    "read_datasets",
+    "read_frames",
+    "read_published_csv",
+    "split_frames",
+    "vasp_stress_to_ase",
+]
 
 logger = logging.getLogger(__name__)
 
-KBAR = 0.1 * units.GPa
-"""eV/Å³ per kBar (1 kBar = 0.1 GPa)."""
-
 GROUP_KEYS = ("group", "trajectory", "traj_id")
 """``atoms.info`` keys that name a frame's trajectory (first one present wins)."""
-
-VASP_VOIGT_ORDER = (0, 1, 2, 4, 5, 3)
-"""VASP writes 6-component stresses as xx yy zz xy yz zx; ``[VASP_VOIGT_ORDER]`` gives ASE's
-Voigt order xx yy zz yz xz xy."""
-
-
-@dataclass
-class Frame:
-    """One labelled structure.
-
-    Attributes:
-        atoms: the structure (positions and cell in Å), without a calculator.
-        energy: total energy, eV, or None.
-        forces: (n_atoms, 3) eV/Å, or None.
-        stress: (3, 3) eV/Å³, ASE sign (positive = tensile), or None.
-        source: the file it came from (or a description such as ``"<python list>"``).
-        index: its frame number in the source.
-        group: the trajectory it belongs to; frames of one group stay on one side of a split.
-    """
-
-    atoms: Atoms
-    energy: float | None
-    forces: np.ndarray | None
-    stress: np.ndarray | None
-    source: str
-    index: int
-    group: str
-
-    @property
-    def label(self) -> str:
-        """``"<source> frame <index>"``, the name used in error messages."""
-        return f"{self.source} frame {self.index}"
-
-    @property
-    def n_atoms(self) -> int:
-        return len(self.atoms)
-
-
-def make_frame(
-    structure: object,
-    energy: float | None,
-    forces: object | None,
-    stress: object | None,
-    *,
-    source: str,
-    index: int,
-    group: str | None = None,
-) -> Frame:
-    """A checked :class:`Frame` from a structure and labels in the toolkit's units.
-
-    Args:
-        structure: ASE Atoms or pymatgen Structure (Å).
-        energy: total energy, eV (None: unlabelled).
-        forces: (n_atoms, 3), eV/Å (None: unlabelled).
-        stress: (3, 3) or Voigt (6,) in ASE order xx yy zz yz xz xy, eV/Å³, positive = tensile.
-        source, index: where the frame came from (named in errors).
-        group: trajectory name (default: ``source``).
-
-    Raises:
-        GPTFFInputError: a structure GPTFF cannot evaluate (unknown element, overlapping atoms,
-            NaN positions), or labels with the wrong shape or NaN/inf values; the message names
-            the source and frame.
-    """
-    label = f"{source} frame {index}"
-    atoms = as_atoms(structure).copy()
-    atoms.calc = None
-    check_structure(atoms, label=label)
-    n = len(atoms)
-    if energy is not None:
-        energy = float(energy)
-        if not math.isfinite(energy):
-            raise GPTFFInputError(f"{label}: energy is {energy}; remove the frame or fix it")
-    if forces is not None:
-        forces = np.array(forces, dtype=np.float64)
-        if forces.shape != (n, 3):
-            raise GPTFFInputError(
-                f"{label}: forces have shape {forces.shape} but the structure has {n} atoms "
-                f"(expected ({n}, 3))"
-            )
-        if not np.isfinite(forces).all():
-            raise GPTFFInputError(f"{label}: forces contain NaN or inf values")
-    if stress is not None:
-        stress = np.array(stress, dtype=np.float64)
-        if stress.shape == (6,):
-            stress = voigt_6_to_full_3x3_stress(stress)
-        if stress.shape != (3, 3):
-            raise GPTFFInputError(
-                f"{label}: stress has shape {stress.shape}; expected (3, 3) or Voigt (6,)"
-            )
-        if not np.isfinite(stress).all():
-            raise GPTFFInputError(f"{label}: stress contains NaN or inf values")
-        if abs(atoms.cell.volume) < 1e-8:
-            raise GPTFFInputError(f"{label}: a stress label needs a cell with a volume")
-    return Frame(atoms, energy, forces, stress, source, index, group or source)
 
 
 def _labels_from_atoms(atoms: Atoms) -> tuple[float | None, object, object]:
@@ -201,13 +121,6 @@ def frames_from_structures(
     return frames
 
 
-def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise GPTFFInputError(f"{path}: {'is a directory' if path.is_dir() else 'no such file'}")
-    if path.stat().st_size == 0:
-        raise GPTFFInputError(f"{path}: the file is empty")
-
-
 def read_frames(path: str | Path, fmt: str | None = None) -> list[Frame]:
     """Every labelled frame of one file (see the module docstring for formats and units).
 
@@ -221,7 +134,7 @@ def read_frames(path: str | Path, fmt: str | None = None) -> list[Frame]:
             frame (named by file and frame number).
     """
     path = Path(path)
-    _check_file(path)
+    check_input_file(path)
     if fmt == "gptff-csv" or (fmt is None and path.suffix.lower() == ".csv"):
         return read_published_csv(path)
     import ase.io
@@ -263,104 +176,6 @@ def _is_vasp(path: Path, fmt: str | None) -> bool:
         return fmt in ("vasp-out", "vasp-xml")
     name = path.name.lower()
     return name.startswith(("outcar", "vasprun")) or name.endswith(("outcar", "vasprun.xml"))
-
-
-def _cell_value(text: str, column: str, label: str) -> object:
-    """A CSV cell holding JSON or a Python literal (lists, dicts)."""
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, TypeError):
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError) as error:
-        raise GPTFFInputError(f"{label}: column {column!r} is not JSON or a Python literal") from (
-            error
-        )
-
-
-def vasp_stress_to_ase(stress_kbar: object) -> np.ndarray:
-    """VASP stress (kBar, pressure positive; 3×3 or 6 values xx yy zz xy yz zx) as a 3×3 tensor
-    in eV/Å³ with ASE's sign (positive = tensile)."""
-    values = np.array(stress_kbar, dtype=np.float64)
-    if values.shape == (6,):
-        values = voigt_6_to_full_3x3_stress(values[list(VASP_VOIGT_ORDER)])
-    return -values * KBAR
-
-
-CSV_COLUMNS = ("struct_id", "energy", "forces", "stress", "structure")
-"""Required columns of the published trainer's CSV; ``fold`` and ``ref_energy`` are kept in
-``atoms.info`` when present."""
-
-
-def read_published_csv(path: str | Path) -> list[Frame]:
-    """Frames of the published trainer's CSV.
-
-    Columns: ``struct_id``; ``energy`` (eV per structure); ``forces`` ((n, 3) eV/Å, JSON or a
-    Python literal); ``stress`` (kBar with VASP's sign, pressure positive: 3×3, or 6 values in
-    VASP's order xx yy zz xy yz zx); ``structure`` (a pymatgen ``Structure.as_dict()``); optional
-    ``fold`` and ``ref_energy``, kept in ``atoms.info``. An empty cell is a missing label.
-    Frames sharing a ``struct_id`` form one trajectory.
-    """
-    from pymatgen.core import Structure
-
-    path = Path(path)
-    _check_file(path)
-    csv.field_size_limit(1 << 30)
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise GPTFFInputError(
-                f"{path}: not a published-trainer CSV: missing columns {missing} "
-                f"(found {reader.fieldnames})"
-            )
-        frames = []
-        for index, row in enumerate(reader):
-            label = f"{path} frame {index}"
-
-            def value(column: str, row=row, label=label) -> object:
-                text = (row.get(column) or "").strip()
-                return _cell_value(text, column, label) if text else None
-
-            try:
-                structure = Structure.from_dict(value("structure"))
-            except Exception as error:
-                raise GPTFFInputError(
-                    f"{label}: column 'structure' is not a pymatgen Structure dict ({error})"
-                ) from error
-            energy_text = (row.get("energy") or "").strip()
-            try:
-                energy = float(energy_text) if energy_text else None
-            except ValueError:
-                raise GPTFFInputError(f"{label}: energy {energy_text!r} is not a number") from None
-            stress = value("stress")
-            atoms = as_atoms(structure)
-            for key in ("fold", "ref_energy"):
-                if row.get(key):
-                    atoms.info[key] = value(key)
-            frame = make_frame(
-                atoms,
-                energy,
-                value("forces"),
-                None if stress is None else _checked_vasp_stress(stress, label),
-                source=str(path),
-                index=index,
-                group=f"{path}:{row['struct_id']}",
-            )
-            frames.append(frame)
-    if not frames:
-        raise GPTFFInputError(f"{path}: the CSV has a header but no rows")
-    return frames
-
-
-def _checked_vasp_stress(stress: object, label: str) -> np.ndarray:
-    values = np.array(stress, dtype=np.float64)
-    if values.shape not in ((3, 3), (6,)):
-        raise GPTFFInputError(
-            f"{label}: stress has shape {values.shape}; expected 3×3 or 6 values (kBar)"
-        )
-    return vasp_stress_to_ase(values)
 
 
 def read_datasets(paths: Sequence[str | Path], fmt: str | None = None) -> list[Frame]:
