@@ -27,9 +27,11 @@ from atomate2.ase.utils import TrajectoryObserver
 from jobflow import CURRENT_JOB
 from pydantic import BaseModel, Field
 from pymatgen.core import Lattice, Structure
+from pymatgen.core.trajectory import Trajectory
 
 from gptff_core.errors import ComputationError
 from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.md_trajectory import TRAJECTORY_DOCUMENT_VERSION, add_thermo
 
 logger = logging.getLogger(__name__)
 
@@ -52,57 +54,73 @@ class MDFailureDocument(BaseModel):
     nsites: int = Field(description="atoms simulated")
     n_frames: int = Field(description="frames kept (every finite frame up to the failure)")
     last_structure: Structure | None = Field(None, description="last finite frame")
-    trajectory: dict | None = Field(
+    trajectory: Trajectory | dict | None = Field(
         None,
-        description="frames so far (npz; in the 'data' store; read with "
-        "gptff_flows.schemas.finetune_md.load_trajectory): positions Å, cells Å, numbers, "
-        "steps, time_fs, potential_energy eV, temperature K (and what the MD job recorded)",
+        description="frames so far (in the 'data' store): a pymatgen Trajectory as atomate2 "
+        "records it, with step, kinetic_energy and conserved_energy (eV) per frame (document "
+        "version 2), or npz arrays (version 1); read with "
+        "gptff_flows.schemas.md_trajectory.load_trajectory",
     )
     gptff: GPTFFProvenance | None = Field(None, description="the network that was running")
+    document_version: int = Field(
+        1,
+        description="2: trajectory is a pymatgen Trajectory (atomate2's format); 1 (documents "
+        "without this field): npz arrays, base64",
+    )
 
 
-def observer_arrays(runner) -> dict:
-    """Frames of atomate2's trajectory observer attached to ``runner``: ``positions`` (Å),
-    ``cells`` (Å), ``steps``, ``potential_energy`` (eV), ``temperature`` (K); {} without one."""
-    for function, interval, _, _ in getattr(runner, "observers", []):
+def _trajectory_observer(runner) -> TrajectoryObserver | None:
+    """atomate2's trajectory observer attached to ``runner`` (an ASE integrator), if any."""
+    for function, *_ in getattr(runner, "observers", []):
         if isinstance(function, TrajectoryObserver):
-            lists = [function.atom_positions, function.cells, function.energies]
-            lists.append(function.temperatures)
-            n = min(len(values) for values in lists)
-            return dict(
-                positions=np.asarray(function.atom_positions[:n], dtype=float).reshape(n, -1, 3),
-                cells=np.asarray(function.cells[:n], dtype=float).reshape(n, 3, 3),
-                steps=np.arange(n) * int(interval),
-                potential_energy=np.asarray(function.energies[:n], dtype=float),
-                temperature=np.asarray(function.temperatures[:n], dtype=float),
-            )
-    return {}
+            return function
+    return None
 
 
-def failure_document(
-    maker, structure, error: BaseException, runner, arrays: dict
-) -> MDFailureDocument:
+def _is_finite(*values) -> bool:
+    return all(np.isfinite(np.asarray(value, dtype=float)).all() for value in values)
+
+
+def partial_trajectory(runner, thermo, time_step: float | None) -> Trajectory | None:
+    """The frames atomate2's trajectory observer on ``runner`` (a failed run's integrator)
+    recorded so far, as its pymatgen ``Trajectory`` with ``thermo``'s quantities (a
+    :class:`~gptff_flows.jobs.md.ThermoObserver` or None; see
+    :func:`~gptff_flows.schemas.md_trajectory.add_thermo`) and ``time_step`` (fs). A frame
+    recorded only in part, or with a non-finite position, cell or energy, is left out (from the
+    observers' lists too); None when no frame is left."""
+    observer = _trajectory_observer(runner)
+    if observer is None or not observer.atom_positions:
+        return None
+    series = [observer.energies, observer.forces, observer.stresses, observer.magmoms]
+    series += [observer.atom_positions, observer.cells, observer.velocities, observer.temperatures]
+    if thermo is not None:
+        series += [thermo.steps, thermo.kinetic_energies, thermo.conserved_energies]
+    recorded = [values for values in series if values]
+    keep = [
+        i
+        for i in range(min(map(len, recorded)))
+        if _is_finite(observer.atom_positions[i], observer.cells[i], observer.energies[i])
+    ]
+    if not keep:
+        return None
+    for values in recorded:
+        values[:] = [values[i] for i in keep]
+    trajectory = observer.to_pymatgen_trajectory(filename=None)
+    if thermo is None:
+        trajectory.time_step = time_step
+        return trajectory
+    return add_thermo(trajectory, thermo, time_step)
+
+
+def failure_document(maker, structure, error: BaseException, runner) -> MDFailureDocument:
     """The :class:`MDFailureDocument` of ``maker``'s (a GPTFF MD Maker) failed run from
-    ``structure``; ``arrays`` as :func:`observer_arrays` gives them (frames with a non-finite
-    value are dropped)."""
-    from gptff_flows.schemas.finetune_md import pack_trajectory
-
-    finite = np.ones(len(arrays.get("steps", [])), dtype=bool)
-    for key in ("positions", "cells", "potential_energy"):
-        if key in arrays and finite.size:
-            values = np.asarray(arrays[key], dtype=float).reshape(finite.size, -1)
-            finite &= np.isfinite(values).all(axis=1)
-    kept = {key: np.asarray(value)[finite] for key, value in arrays.items()}
-    last = None
-    if finite.any():
-        species = [site.specie for site in structure]
-        last = Structure(
-            Lattice(kept["cells"][-1]), species, kept["positions"][-1], coords_are_cartesian=True
-        )
+    ``structure`` whose integrator was ``runner``: the frames of :func:`partial_trajectory`."""
     time_step = float(maker.time_step) if maker.time_step is not None else None
-    if finite.any() and time_step is not None:
-        kept["time_fs"] = kept["steps"] * time_step
-    kept["numbers"] = np.array(structure.atomic_numbers)
+    trajectory = partial_trajectory(runner, getattr(maker, "_thermo", None), time_step)
+    last = None
+    if trajectory is not None:
+        lattice = trajectory.lattice if trajectory.constant_lattice else trajectory.lattice[-1]
+        last = Structure(Lattice(lattice), trajectory.species, trajectory.coords[-1])
     provenance = None
     if getattr(maker, "_calculator", None) is not None:
         provenance = GPTFFProvenance.from_calculator(maker.calculator, "md", maker.model)
@@ -119,10 +137,11 @@ def failure_document(
         formula_pretty=structure.composition.reduced_formula,
         chemsys=structure.composition.chemical_system,
         nsites=len(runner.atoms) if runner is not None else len(structure),
-        n_frames=int(finite.sum()),
+        n_frames=0 if trajectory is None else len(trajectory),
         last_structure=last,
-        trajectory=pack_trajectory(**kept) if finite.any() else None,
+        trajectory=trajectory,
         gptff=provenance,
+        document_version=TRAJECTORY_DOCUMENT_VERSION,
     )
 
 

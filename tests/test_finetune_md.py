@@ -176,6 +176,22 @@ def test_bad_settings_are_rejected(cu3au, train_file):
         FineTuneMDMaker(species="Au", finetune=False).make(cu3au, train_files=[train_file])
 
 
+def test_calculator_kwargs_reach_the_md_and_repeat_no_field(cu3au, train_file):
+    """FineTuneMDMaker takes GPTFFOptions' calculator_kwargs: passed to the MD calculator
+    (with ``skin``), and refused when they set one of the Maker's fields."""
+    from gptff_flows.jobs.finetune_md import _md_maker
+
+    with pytest.raises(GPTFFInputError, match="calculator_kwargs sets skin"):
+        FineTuneMDMaker(**TINY, calculator_kwargs={"skin": 0.5}).make(cu3au, [train_file])
+    with pytest.raises(GPTFFInputError, match="dtype"):
+        FineTuneMDMaker(**TINY, dtype="float16").make(cu3au, [train_file])
+    assert "calculator_kwargs" not in FineTuneMDMaker(**TINY).settings()
+    settings = FineTuneMDMaker(**TINY, calculator_kwargs={"bond_window": 0.4}).settings()
+    maker = _md_maker("gptff-v2", 600.0, settings)
+    assert maker.calculator_kwargs["bond_window"] == 0.4
+    assert maker.calculator_kwargs["skin"] == 1.0 and maker.traj_interval == 5
+
+
 def test_without_training_data_the_md_runs_with_the_model_as_it_is(tmp_path, cu3au, capsys):
     """``--no-finetune``: no fine-tune job; each MD job loads the published v2 checkpoint,
     exactly as published (smooth off: issue 13 ran smooth while printing "as published"), and
@@ -306,7 +322,7 @@ def _synthetic_md(target, measured, diffusivity, seed, ensemble="nvt", swell=1.0
     it) has ``swell`` times the starting volume."""
     from pymatgen.core import Lattice, Structure
 
-    from gptff_flows.jobs.finetune_md import _temperature_document
+    from gptff_flows.jobs.md_temperature import temperature_document as _temperature_document
 
     rng = np.random.default_rng(seed)
     cell = Structure(Lattice.cubic(10.0), ["Li"] * 32 + ["Cl"] * 32, rng.random((64, 3)))

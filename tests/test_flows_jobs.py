@@ -95,10 +95,58 @@ def test_md_maker_ensembles(store, copper, ensemble):
     assert stored["output"]["gptff"]["job_type"] == "md"
     assert stored["output"]["gptff"]["smooth"] is True
     assert doc.output.n_steps == 5  # the initial state and 4 steps
+    frames = doc.objects["trajectory"].frame_properties  # atomate2's, plus GPTFF's energies
+    assert [frame["step"] for frame in frames] == [0, 1, 2, 3, 4]
+    assert ("conserved_energy" in frames[0]) is (ensemble != "nvt")  # Langevin conserves none
     # the trajectory went to the "data" store; the document keeps a reference to it
     reference = stored["output"]["objects"]["trajectory"]
     assert reference["store"] == "data"
     assert store.additional_stores["data"].query_one({"blob_uuid": reference["blob_uuid"]})
+
+
+def test_nose_hoover_chain_nvt_runs_through_atomate2(copper):
+    """atomate2 calls ``set_temperature`` every step and ASE's NoseHooverChainNVT has none (the
+    run failed with AttributeError). It runs now, atomate2's trajectory observer recording the
+    frames and GPTFF adding the thermostat's conserved energy to each."""
+    from ase import units
+    from ase.md.nose_hoover_chain import NoseHooverChainNVT
+    from pymatgen.core.trajectory import Trajectory
+
+    maker = GPTFFMDMaker(
+        ensemble="nvt", dynamics=NoseHooverChainNVT, n_steps=6, time_step=1.0, temperature=300,
+        ase_md_kwargs={"tdamp": 100 * units.fs}, traj_interval=2, mb_velocity_seed=1,
+        dtype="float64",
+    )  # fmt: skip
+    trajectory = maker.run_ase(copper).trajectory
+    assert isinstance(trajectory, Trajectory) and len(trajectory) == 4  # steps 0, 2, 4, 6
+    assert trajectory.time_step == 1.0
+    assert [frame["step"] for frame in trajectory.frame_properties] == [0, 2, 4, 6]
+    conserved = [frame["conserved_energy"] for frame in trajectory.frame_properties]
+    total = [f["energy"] + f["kinetic_energy"] for f in trajectory.frame_properties]
+    assert not np.allclose(conserved, total, atol=0, rtol=0)  # the thermostat's energy counts
+    assert np.ptp(conserved) < 1e-3 * len(copper)  # eV: conserved over 6 fs
+
+
+@pytest.mark.parametrize(
+    ("ensemble", "dynamics"), [("nvt", "NoseHooverChainNVT"), ("npt", "nose-hoover-chain")]
+)
+def test_a_temperature_ramp_is_refused_where_the_integrator_cannot_follow_it(
+    copper, ensemble, dynamics
+):
+    """ASE's Nosé–Hoover-chain integrators keep the target they start with: MTKNPT (atomate2's
+    default NPT) silently ignored atomate2's ramp; NoseHooverChainNVT failed. Both refuse it."""
+    from ase.md import nose_hoover_chain
+
+    from gptff_core.errors import GPTFFInputError
+
+    dynamics = getattr(nose_hoover_chain, dynamics, dynamics)
+    maker = GPTFFMDMaker(
+        ensemble=ensemble, dynamics=dynamics, n_steps=4, time_step=1.0,
+        temperature=[300, 600], pressure=0.0 if ensemble == "npt" else None,
+        ase_md_kwargs={"tdamp": 100.0} if ensemble == "nvt" else None,
+    )  # fmt: skip
+    with pytest.raises(GPTFFInputError, match="temperature must be one value"):
+        maker.run_ase(copper)
 
 
 def test_helper_drives_atomate2_makers(store, copper):

@@ -1,8 +1,8 @@
 """``gptff finetune-md``: fine-tune on your data, MD at several temperatures, diffusion analysis.
 
-Imported by :func:`gptff_core.cli.build_parser`; jobflow, atomate2, torch and pymatgen are
-imported inside the command so ``gptff --help`` stays fast. Units printed: T K, D cm²/s,
-σ mS/cm, Ea eV, pressure GPa.
+Joins ``gptff`` through the ``gptff.commands`` entry point (:func:`register`); jobflow, atomate2,
+torch and pymatgen are imported inside the command so ``gptff --help`` stays fast. Units printed:
+T K, D cm²/s, σ mS/cm, Ea eV, pressure GPa.
 """
 
 from __future__ import annotations
@@ -87,26 +87,59 @@ def _supercell(text: str) -> list[int]:
     ),
 )
 def cmd_finetune_md(args: argparse.Namespace) -> int:
+    _check_args(args)
+    temperatures = _temperatures(args.temperatures)
+    supercell = _supercell(args.supercell)
+    structure = _read_structure(args.structure)
+    if args.plot_dir is not None:
+        check_output_dir(args.plot_dir, "--plot-dir")
+    maker = _maker(args, temperatures, supercell)
+    data = dict(train_files=args.train, valid_files=args.valid)
+    flow = maker.make(structure, **data)  # every setting checked, nothing run yet
+    store, flow = _store_and_plots(args, maker, structure, data, flow)
+    if not args.json:
+        print(_announce(args, maker, structure, supercell, temperatures), file=sys.stderr)
+    doc = _run(flow, store)
+    if args.json:
+        summary = doc.model_dump(mode="json", exclude={"structure"})
+        summary["uuid"] = flow.output.uuid
+        dump_json(summary)
+    else:
+        from gptff_flows.stores import describe_store
+
+        print(_report(doc))
+        print(f"stored in {describe_store(store)} (summary job {flow.output.uuid})")
+    return ExitCode.FLAGGED if doc.flags else ExitCode.OK
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse contradictory options (training data, smooth) before any work."""
     if bool(args.train) == args.no_finetune:
         raise GPTFFInputError("give --train FILE... to fine-tune, or --no-finetune")
     if args.valid and args.no_finetune:
         raise GPTFFInputError("--valid needs --train (it validates the fine-tuning)")
     if args.smooth and args.no_smooth:
         raise GPTFFInputError("choose one of --smooth and --no-smooth")
-    temperatures = _temperatures(args.temperatures)
-    supercell = _supercell(args.supercell)
-    structures = list(read_structures(args.structure, "-1"))
+
+
+def _read_structure(path: str):
+    """The last structure of ``path`` as a pymatgen Structure; refused without a 3D cell."""
+    structures = list(read_structures(path, "-1"))
     if not structures:
-        raise GPTFFInputError(f"{args.structure}: no structure found")
+        raise GPTFFInputError(f"{path}: no structure found")
     atoms = structures[0][1]
-    _require_cell(args.structure, atoms)
-    if args.plot_dir is not None:
-        check_output_dir(args.plot_dir, "--plot-dir")
+    _require_cell(path, atoms)
     from pymatgen.io.ase import AseAtomsAdaptor
 
+    return AseAtomsAdaptor.get_structure(atoms)
+
+
+def _maker(args: argparse.Namespace, temperatures: list[float], supercell: list[int]):
+    """The :class:`~gptff_flows.flows.finetune_md.FineTuneMDMaker` of the options (T K, time
+    step fs, pressure GPa)."""
     from gptff_flows.flows.finetune_md import FineTuneMDMaker
 
-    maker = FineTuneMDMaker(
+    return FineTuneMDMaker(
         species=args.species,
         temperatures=temperatures,
         ensemble=args.ensemble,
@@ -127,27 +160,17 @@ def cmd_finetune_md(args: argparse.Namespace) -> int:
         device=args.device,
         plot_dir=args.plot_dir,
     )
-    structure = AseAtomsAdaptor.get_structure(atoms)
-    data = dict(train_files=args.train, valid_files=args.valid)
-    flow = maker.make(structure, **data)  # every setting checked, nothing run yet
-    store, flow = _store_and_plots(args, maker, structure, data, flow)
-    if not args.json:
-        print(_announce(args, maker, structure, supercell, temperatures), file=sys.stderr)
+
+
+def _run(flow, store):
+    """Run ``flow`` into ``store``; its summary document (a failed job: ComputationError
+    naming the cause)."""
     from gptff_flows.run import run_flow
-    from gptff_flows.stores import describe_store
 
     with warnings.catch_warnings():  # jobflow's own FutureWarnings are not the user's
         warnings.filterwarnings("ignore", category=FutureWarning, module="jobflow")
-        responses = run_flow(flow, store)  # a failed job: ComputationError naming the cause
-    doc = responses[flow.output.uuid][1].output
-    summary = doc.model_dump(mode="json", exclude={"structure"})
-    summary["uuid"] = flow.output.uuid
-    if args.json:
-        dump_json(summary)
-    else:
-        print(_report(doc))
-        print(f"stored in {describe_store(store)} (summary job {flow.output.uuid})")
-    return ExitCode.FLAGGED if doc.flags else ExitCode.OK
+        responses = run_flow(flow, store)
+    return responses[flow.output.uuid][1].output
 
 
 def _require_cell(path: str, atoms) -> None:

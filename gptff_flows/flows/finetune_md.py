@@ -30,7 +30,6 @@ also run in parallel on a cluster.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,12 +37,11 @@ from jobflow import Flow, Maker, OutputReference
 from pymatgen.core import Structure
 
 from gptff_core.errors import GPTFFInputError
-from gptff_core.pretrained import DEFAULT_MODEL
 from gptff_flows.analysis.diffusion import MIN_MSD_A2
 from gptff_flows.jobs.finetune_md import finetune_job, md_job, summary_job
 from gptff_flows.jobs.force_field import require_periodic
 from gptff_flows.jobs.md import DYNAMICS
-from gptff_flows.options import DTYPES, absolute_dir
+from gptff_flows.options import GPTFFOptions, absolute_dir, require_int, require_number
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +72,11 @@ def checkpoint_smooth(model: str) -> bool:
 
 
 @dataclass
-class FineTuneMDMaker(Maker):
+class FineTuneMDMaker(GPTFFOptions, Maker):
     """Fine-tune GPTFF on your data, run MD at several temperatures, report D, σ and Ea.
+
+    ``model`` (the network fine-tuned), ``dtype``, ``device`` and ``calculator_kwargs`` (of the
+    MD calculator) are :class:`~gptff_flows.options.GPTFFOptions`'; ``smooth`` below.
 
     Args:
         name: flow name.
@@ -95,21 +96,18 @@ class FineTuneMDMaker(Maker):
         charge: charge (e) of the mobile ion for Nernst–Einstein (None: pymatgen's valence
             guess, +1 for Li/Na).
         n_blocks: blocks of the production run for D's error.
-        model: network fine-tuned (registry name or checkpoint path).
         finetune: ``False`` skips fine-tuning: the MD runs with ``model`` as it is (e.g. the
             published network when no training data exist); the summary says so
             (``finetune`` is None).
         recipe: :class:`~gptff_core.training.Recipe` fields (default :data:`FAST_RECIPE`).
         valid_fraction: fraction of the frames split off for validation (whole trajectories).
         file_format: ASE format name or ``gptff-csv`` for ``train_files`` (None: guessed).
-        dtype: ``"float32"`` or ``"float64"``.
         smooth: C² cutoff envelopes for fine-tuning and MD. None (default): on when fine-tuning
             (the network is trained with them and the MD conserves energy: see
             ``docs/finetune_md.md``), and without fine-tuning the model's own setting (off for
             the published networks: the MD runs exactly the published network). True/False
             force it. :meth:`resolved_smooth` gives the value used; the MD documents record it.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        skin: Å, neighbour-list skin of the MD calculator.
+        skin: Å, neighbour-list skin of the MD calculator (not in ``calculator_kwargs``).
         plot_dir: directory of the PNG plots (None: no plots); a relative path is resolved
             against the working directory when the Maker is built.
     """
@@ -129,14 +127,10 @@ class FineTuneMDMaker(Maker):
     seed: int = 0
     charge: float | None = None
     n_blocks: int = 5
-    model: str = DEFAULT_MODEL
     finetune: bool = True
     recipe: dict = field(default_factory=lambda: dict(FAST_RECIPE))
     valid_fraction: float = 0.1
     file_format: str | None = None
-    dtype: str = "float32"
-    smooth: bool | None = None
-    device: str = "cpu"
     skin: float = 1.0
     plot_dir: str | None = None
 
@@ -147,57 +141,53 @@ class FineTuneMDMaker(Maker):
         """Whether fine-tuning and MD use the C² envelopes (see ``smooth``).
 
         Raises:
-            GPTFFInputError: ``smooth`` is not True, False or None; the model's checkpoint
-                cannot be read (without fine-tuning, a path's own setting is read from it).
+            GPTFFInputError: a bad ``model``, ``dtype``, ``smooth`` or ``device``; the model's
+                checkpoint cannot be read (without fine-tuning, a path's own setting is read
+                from it).
         """
+        self.check_options()
         if self.smooth is not None:
-            if not isinstance(self.smooth, bool):
-                raise GPTFFInputError(f"smooth must be True, False or None, got {self.smooth!r}")
             return self.smooth
         return True if self.finetune else checkpoint_smooth(self.model)
 
-    def _validate(self, structure: Structure) -> None:
-        from gptff_core.training import Recipe
-
+    def _check_md(self) -> None:
+        """Refuse MD settings the flow cannot run (the message names the field and unit)."""
         if self.ensemble not in ENSEMBLES:
             raise GPTFFInputError(
                 f"ensemble must be one of {', '.join(ENSEMBLES)}, got {self.ensemble!r}"
             )
         temps = list(self.temperatures)
-        if not temps or not all(isinstance(t, int | float) and t > 0 for t in temps):
-            raise GPTFFInputError(f"temperatures must be positive numbers (K), got {temps!r}")
+        if not temps:
+            raise GPTFFInputError("temperatures must be positive numbers (K), got []")
+        for k, temperature in enumerate(temps):
+            require_number(f"temperatures[{k}]", temperature, "K")
         if len(set(temps)) != len(temps):
             raise GPTFFInputError(f"temperatures must differ, got {temps!r}")
-        for name in ("time_step", "skin"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-                raise GPTFFInputError(f"{name} must be > 0, got {value!r}")
-        if self.time_step > 10:
+        if require_number("time_step", self.time_step, "fs") > 10:
             raise GPTFFInputError(f"time_step is in fs; {self.time_step} fs is far too long")
-        for name in ("n_steps", "traj_interval"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise GPTFFInputError(f"{name} must be an integer ≥ 1, got {getattr(self, name)!r}")
-        if not (isinstance(self.equilibration_steps, int) and self.equilibration_steps >= 0):
-            raise GPTFFInputError(
-                f"equilibration_steps must be an integer ≥ 0, got {self.equilibration_steps!r}"
-            )
+        require_number("skin", self.skin, "Å")
+        require_int("n_steps", self.n_steps)
+        require_int("traj_interval", self.traj_interval)
+        require_int("equilibration_steps", self.equilibration_steps, minimum=0)
         if self.n_steps // self.traj_interval < 3:
             raise GPTFFInputError(
                 f"n_steps/traj_interval = {self.n_steps}/{self.traj_interval} gives fewer than 3 "
                 "production frames; lower traj_interval or raise n_steps"
             )
-        if len(self.supercell) != 3 or not all(
-            isinstance(n, int) and n >= 1 for n in self.supercell
-        ):
+        if len(self.supercell) != 3:
             raise GPTFFInputError(f"supercell must be three integers ≥ 1, got {self.supercell!r}")
-        if self.dtype not in DTYPES:
-            raise GPTFFInputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for k, n in enumerate(self.supercell):
+            require_int(f"supercell[{k}]", n)
+
+    def _check_analysis(self, structure: Structure) -> None:
+        """Refuse fine-tuning and analysis settings the flow cannot use."""
+        from gptff_core.training import Recipe
+
         if not 0 < self.valid_fraction < 1:
             raise GPTFFInputError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
-        if self.n_blocks < 2:
-            raise GPTFFInputError(f"n_blocks must be ≥ 2, got {self.n_blocks}")
-        if self.charge is not None and not self.charge > 0:
-            raise GPTFFInputError(f"charge must be > 0 (e), got {self.charge}")
+        require_int("n_blocks", self.n_blocks, minimum=2)
+        if self.charge is not None:
+            require_number("charge", self.charge, "e")
         if self.species not in {site.specie.symbol for site in structure}:
             raise GPTFFInputError(
                 f"species {self.species!r} is not in {structure.composition.reduced_formula}; "
@@ -208,8 +198,21 @@ class FineTuneMDMaker(Maker):
         except TypeError as exc:
             raise GPTFFInputError(f"recipe: {exc}") from None
 
+    def _validate(self, structure: Structure) -> None:
+        """Refuse a structure or a field the flow cannot run (the message names the field)."""
+        require_periodic(structure)
+        self._check_md()
+        self._check_analysis(structure)
+        self.check_options()
+        self.check_calculator_kwargs(reserved=("skin",))
+
     def settings(self) -> dict:
-        """The MD settings every MD job receives (fs, K, GPa, Å)."""
+        """The MD settings every MD job receives (fs, K, GPa, Å); ``calculator_kwargs`` only
+        when given (so the MD jobs' input hashes, hence resuming, are those of earlier
+        versions)."""
+        extra = (
+            {"calculator_kwargs": dict(self.calculator_kwargs)} if self.calculator_kwargs else {}
+        )
         return dict(
             ensemble=self.ensemble,
             time_step=float(self.time_step),
@@ -228,7 +231,57 @@ class FineTuneMDMaker(Maker):
             device=self.device,
             skin=float(self.skin),
             n_blocks=self.n_blocks,
+            **extra,
         )
+
+    def _training_data(self, train_files, train_documents, train_query, valid_files):
+        """(training files, validation files) as absolute paths, after checking that data are
+        given exactly when fine-tuning and that the files exist."""
+        has_data = bool(train_files or train_documents or train_query)
+        if self.finetune and not has_data:
+            raise GPTFFInputError(
+                "no training data: give train_files, train_documents or train_query "
+                "(or finetune=False to run MD with the model as it is)"
+            )
+        if not self.finetune and (has_data or valid_files):
+            raise GPTFFInputError("finetune=False, but training or validation data were given")
+        files = [str(Path(p).resolve()) for p in train_files or []]
+        for path in files:
+            if not Path(path).is_file():
+                raise GPTFFInputError(f"training file {path} does not exist")
+        return files, [str(Path(p).resolve()) for p in valid_files or []] or None
+
+    def _finetune_job(self, files, train_documents, train_query, valid, smooth: bool):
+        """The fine-tune job (its output's ``checkpoint`` feeds the MD jobs)."""
+        finetune = finetune_job(
+            train_files=files or None,
+            train_documents=train_documents,
+            train_query=train_query,
+            valid_files=valid,
+            file_format=self.file_format,
+            base_model=self.model,
+            recipe=dict(self.recipe),
+            valid_fraction=self.valid_fraction,
+            dtype=self.dtype,
+            smooth=smooth,
+            device=self.device,
+            seed=self.seed,
+        )
+        finetune.name = f"{self.name} fine-tune"
+        finetune.update_metadata({"gptff_role": "finetune"})
+        return finetune
+
+    def _md_jobs(self, checkpoint, structure: Structure, settings: dict) -> list:
+        """One MD job per temperature (K, ascending)."""
+        md_jobs = []
+        for temperature in sorted(float(t) for t in self.temperatures):
+            md = md_job(checkpoint, structure, temperature, settings, model=self.model)
+            md.name = f"{self.name} {self.ensemble.upper()} {temperature:g} K"
+            md.update_metadata(
+                {"gptff_role": "finetune_md_temperature", "temperature": temperature}
+            )
+            md_jobs.append(md)
+        return md_jobs
 
     def make(
         self,
@@ -244,55 +297,18 @@ class FineTuneMDMaker(Maker):
         ``train_documents`` (job outputs or references to them) and ``train_query`` (a job-store
         query, e.g. ``{"name": {"$regex": "static"}}``); ``valid_files`` replaces the split.
         """
-        require_periodic(structure)
         self._validate(structure)
-        has_data = bool(train_files or train_documents or train_query)
-        if self.finetune and not has_data:
-            raise GPTFFInputError(
-                "no training data: give train_files, train_documents or train_query "
-                "(or finetune=False to run MD with the model as it is)"
-            )
-        if not self.finetune and (has_data or valid_files):
-            raise GPTFFInputError("finetune=False, but training or validation data were given")
-        files = [str(Path(p).resolve()) for p in train_files or []]
-        for path in files:
-            if not Path(path).is_file():
-                raise GPTFFInputError(f"training file {path} does not exist")
-        valid = [str(Path(p).resolve()) for p in valid_files or []] or None
-        jobs = []
-        checkpoint = None
+        files, valid = self._training_data(train_files, train_documents, train_query, valid_files)
         settings = self.settings()
+        jobs = []
         if self.finetune:
-            finetune = finetune_job(
-                train_files=files or None,
-                train_documents=train_documents,
-                train_query=train_query,
-                valid_files=valid,
-                file_format=self.file_format,
-                base_model=self.model,
-                recipe=dict(self.recipe),
-                valid_fraction=self.valid_fraction,
-                dtype=self.dtype,
-                smooth=settings["smooth"],
-                device=self.device,
-                seed=self.seed,
-            )
-            finetune.name = f"{self.name} fine-tune"
-            finetune.update_metadata({"gptff_role": "finetune"})
-            jobs.append(finetune)
-            checkpoint = finetune.output.checkpoint
-        md_jobs = []
-        for temperature in sorted(float(t) for t in self.temperatures):
-            md = md_job(checkpoint, structure, temperature, settings, model=self.model)
-            md.name = f"{self.name} {self.ensemble.upper()} {temperature:g} K"
-            md.update_metadata(
-                {"gptff_role": "finetune_md_temperature", "temperature": temperature}
-            )
-            md_jobs.append(md)
+            args = (files, train_documents, train_query, valid, settings["smooth"])
+            jobs.append(self._finetune_job(*args))
+        md_jobs = self._md_jobs(jobs[0].output.checkpoint if jobs else None, structure, settings)
         inputs = {**asdict(self), "train_files": files, "valid_files": valid}
         inputs["smooth"] = settings["smooth"]  # as used, not None
         inputs["train_query"] = train_query
-        inputs["dynamics"] = {k: v.__name__ for k, v in DYNAMICS.items()}[self.ensemble]
+        inputs["dynamics"] = DYNAMICS[self.ensemble].__name__
         inputs["min_msd_A2"] = MIN_MSD_A2
         summary = summary_job(
             jobs[0].output if jobs else None,

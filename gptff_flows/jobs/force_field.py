@@ -26,7 +26,7 @@ Any other atomate2 force-field flow (elastic, phonons, ...) runs with GPTFF thro
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import import_module
 from typing import NamedTuple
 
@@ -35,17 +35,21 @@ from ase import units
 from ase.md.md import MolecularDynamics
 from ase.md.npt import NPT
 from atomate2.ase.md import DynamicsPresets, MDEnsemble
+from atomate2.ase.schemas import AseResult
 from atomate2.forcefields.jobs import ForceFieldRelaxMaker, ForceFieldStaticMaker, forcefield_job
 from atomate2.forcefields.md import ForceFieldMDMaker
 from atomate2.forcefields.utils import _FORCEFIELD_DATA_OBJECTS
 from jobflow import JobConfig, job
 from pymatgen.core import Structure
+from pymatgen.core.trajectory import Trajectory
 
 from gptff_core.errors import ComputationError, GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
-from gptff_flows.failures import failure_document, observer_arrays, store_failure
+from gptff_flows.failures import failure_document, store_failure
+from gptff_flows.jobs.md import ProgressLog, ThermoObserver
 from gptff_flows.options import GPTFFOptions, check_gptff_options
 from gptff_flows.schemas.base import GPTFFProvenance, JobType, with_provenance
+from gptff_flows.schemas.md_trajectory import add_thermo
 
 logger = logging.getLogger(__name__)
 
@@ -153,20 +157,25 @@ class GPTFFMDMaker(ForceFieldOptions, ForceFieldMDMaker):
     """Molecular dynamics with GPTFF: NVE, NVT or NPT as atomate2 offers them.
 
     ``ensemble`` ``"nve"``, ``"nvt"`` (Langevin by default) or ``"npt"``; ``time_step`` in fs,
-    ``temperature`` in K, ``pressure`` in kbar, ``n_steps`` steps. The trajectory goes to the
-    job store's ``"data"`` store. For long runs pass ``calculator_kwargs={"skin": 1.0}`` (Å) to
-    reuse neighbour lists. Returns a :class:`~gptff_flows.schemas.GPTFFTaskDocument`.
+    ``temperature`` in K, ``pressure`` in kbar, ``n_steps`` steps. The trajectory (atomate2's
+    pymatgen ``Trajectory``, a frame every ``traj_interval`` steps, with GPTFF's kinetic energy
+    and, where the run has one, conserved energy per frame:
+    :mod:`gptff_flows.schemas.md_trajectory`) goes to the job store's ``"data"`` store. For long
+    runs pass ``calculator_kwargs={"skin": 1.0}`` (Å) to reuse neighbour lists. Returns a
+    :class:`~gptff_flows.schemas.GPTFFTaskDocument`.
+
+    ASE's Nosé–Hoover-chain integrators (``NoseHooverChainNVT``, the default NPT ``MTKNPT``)
+    keep the targets they are built with, so they take one temperature and pressure, not a
+    schedule (refused before the run).
 
     A run that fails part-way (GPTFF refuses a collapsed structure, a non-finite energy or
     position) is not lost: the job stores a :class:`~gptff_flows.failures.MDFailureDocument`
-    (cause, steps completed,
-    trajectory so far) as a document of its own named ``"<job name> (failed)"``, then fails with
-    a :class:`~gptff_core.errors.ComputationError` naming the cause, so the flow fails too and
-    no later job takes a half run for a result.
+    (cause, steps completed, trajectory so far) as a document of its own named
+    ``"<job name> (failed)"``, then fails with a :class:`~gptff_core.errors.ComputationError`
+    naming the cause, so the flow fails too and no later job takes a half run for a result.
     """
 
     name: str = "GPTFF MD"
-    calculator_kwargs: dict = field(default_factory=dict)
 
     def _get_ensemble_defaults(self) -> None:
         """atomate2's defaults, plus the damping times its default NPT (MTKNPT) requires.
@@ -175,6 +184,10 @@ class GPTFFMDMaker(ForceFieldOptions, ForceFieldMDMaker):
         when ``time_step`` is None); set them in ``ase_md_kwargs`` (ASE time units) to override.
         The integrator is then wrapped by :func:`_watched` (atomate2 calls this method just
         before it builds the integrator).
+
+        Raises:
+            GPTFFInputError: a temperature or pressure schedule that varies, for an integrator
+                that keeps the targets it was built with (:func:`_require_fixed_targets`).
         """
         super()._get_ensemble_defaults()
         if self.ensemble == MDEnsemble.npt and self.dynamics == "nose-hoover-chain":
@@ -183,34 +196,57 @@ class GPTFFMDMaker(ForceFieldOptions, ForceFieldMDMaker):
             self.ase_md_kwargs.setdefault("pdamp", 1000 * step)
         base = _dynamics_class(self.dynamics, self.ensemble)
         if base is not None:
+            _require_fixed_targets(getattr(base, "_gptff_base", base), self)
             self.dynamics = _watched(base, self)
 
     @job(data=[*_FORCEFIELD_DATA_OBJECTS, "ionic_steps"], config=JobConfig(expose_store=True))
     def make(self, structure, prev_dir=None):
-        """Job running MD from ``structure``; see the class for what a failed run leaves."""
-        dynamics, self._md_runner = self.dynamics, None
-        try:
-            doc = ForceFieldMDMaker.make.original(self, structure, prev_dir=prev_dir)
-        except Exception as error:
-            if getattr(self, "_md_runner", None) is None:
-                raise  # failed before the MD started: nothing to keep
-            raise self.md_failure(structure, error) from error
-        finally:
-            self.dynamics = dynamics
+        """Job running MD from ``structure`` (:meth:`run_ase`); see the class for what a failed
+        run leaves."""
+        doc = ForceFieldMDMaker.make.original(self, structure, prev_dir=prev_dir)
         return with_provenance(doc, self._provenance("md"))
 
-    def md_failure(
-        self, structure, error: BaseException, arrays: dict | None = None
-    ) -> ComputationError:
-        """Keep what the failed run produced (a
-        :class:`~gptff_flows.failures.MDFailureDocument`, stored when run as a jobflow job) and
-        return the error to raise, naming the cause.
+    def run_ase(self, mol_or_struct, prev_dir=None) -> AseResult:
+        """atomate2's MD run, whose pymatgen trajectory gains each frame's ``step``,
+        ``kinetic_energy`` and (NVE, Nosé–Hoover chain, MTK) ``conserved_energy`` (eV)
+        (:func:`~gptff_flows.schemas.md_trajectory.add_thermo`).
 
-        ``arrays``: the trajectory so far (see :func:`~gptff_flows.failures.observer_arrays`);
-        None: the frames of atomate2's trajectory observer."""
+        Raises:
+            ComputationError: the run failed part-way; its frames so far and the cause are kept
+                (:meth:`md_failure`).
+        """
+        dynamics, self._md_runner, self._thermo = self.dynamics, None, None
+        try:
+            result = super().run_ase(mol_or_struct, prev_dir=prev_dir)
+        except Exception as error:
+            if self._md_runner is None:
+                raise  # failed before the MD started: nothing to keep
+            raise self.md_failure(mol_or_struct, error) from error
+        finally:
+            self.dynamics = dynamics
+        if isinstance(result.trajectory, Trajectory) and self._thermo is not None:
+            add_thermo(result.trajectory, self._thermo, self.time_step)
+        return result
+
+    def observe(self, runner: MolecularDynamics) -> None:
+        """Attach GPTFF's observers to ``runner``, the integrator atomate2 has just built (its
+        trajectory observer comes next, at ``traj_interval``): a
+        :class:`~gptff_flows.jobs.md.ThermoObserver` at ``traj_interval`` (kept as
+        ``self._thermo``) and a :class:`~gptff_flows.jobs.md.ProgressLog` every tenth of the
+        run; ``runner`` is kept as ``self._md_runner`` so a failed run's frames can be kept."""
+        self._md_runner = runner
+        self._thermo = ThermoObserver(runner, hamiltonian=self.ensemble == MDEnsemble.nve)
+        runner.attach(self._thermo, interval=self.traj_interval)
+        progress = ProgressLog(runner, self.n_steps, type(runner).__name__)
+        runner.attach(progress, interval=max(1, self.n_steps // 10))
+
+    def md_failure(self, structure, error: BaseException) -> ComputationError:
+        """Keep what the failed run produced (a
+        :class:`~gptff_flows.failures.MDFailureDocument` with the frames of atomate2's
+        trajectory observer so far, stored when run as a jobflow job) and return the error to
+        raise, naming the cause."""
         runner = getattr(self, "_md_runner", None)
-        arrays = arrays if arrays is not None else observer_arrays(runner)
-        doc = failure_document(self, structure, error, runner, arrays)
+        doc = failure_document(self, structure, error, runner)
         uuid = store_failure(doc)
         where = (
             f"stored as '{doc.job_name} (failed)' (uuid {uuid})"
@@ -239,10 +275,36 @@ def _dynamics_class(dynamics, ensemble) -> type | None:
     return None
 
 
+def _require_fixed_targets(base: type, maker: GPTFFMDMaker) -> None:
+    """Refuse a temperature or pressure schedule that varies when ``base`` is one of ASE's
+    Nosé–Hoover-chain integrators (``NoseHooverChainNVT``, ``IsotropicMTKNPT``, ``MTKNPT``):
+    they have no public way to change their targets once built, so atomate2's per-step
+    update would be lost (``NoseHooverChainNVT`` has no ``set_temperature``; the MTK
+    integrators ignore the attributes atomate2 sets). Schedules in K and kbar."""
+    if base.__module__ != "ase.md.nose_hoover_chain":
+        return
+    for name in ("t_schedule", "p_schedule"):
+        schedule = getattr(maker, name, None)
+        if isinstance(schedule, np.ndarray) and np.isfinite(schedule).all():
+            if np.ptp(schedule) > 0:
+                quantity = "temperature" if name == "t_schedule" else "pressure"
+                raise GPTFFInputError(
+                    f"{quantity} must be one value with {base.__name__}, which keeps the target "
+                    f"it starts with; got a schedule from {schedule[0]:g} to {schedule[-1]:g}. "
+                    "Use dynamics='langevin' (NVT) or 'berendsen' for a ramp"
+                )
+
+
+def _keep_target(self, temperature_K=None, **_) -> None:
+    """``set_temperature`` for an integrator without one (ASE's ``NoseHooverChainNVT``):
+    atomate2 calls it every step with the target of its schedule, which
+    :func:`_require_fixed_targets` has checked is the one the integrator was built with."""
+
+
 def _watched(base: type, maker: GPTFFMDMaker) -> type:
     """``base`` (an ASE integrator) as a subclass that hands its instance to ``maker``
-    (``maker._md_runner``, so a failed run's frames can be kept) and refuses non-finite
-    positions or energies after every step."""
+    (:meth:`GPTFFMDMaker.observe`: GPTFF's observers, and the run kept so a failed run's frames
+    can be stored) and refuses non-finite positions or energies after every step."""
     base = getattr(base, "_gptff_base", base)
 
     class Watched(base):
@@ -252,8 +314,8 @@ def _watched(base: type, maker: GPTFFMDMaker) -> type:
             if issubclass(base, NPT):  # atomate2 does this for `dynamics is NPT` only
                 atoms.set_cell(atoms.cell.standard_form(form="upper")[0])
             super().__init__(atoms, *args, **kwargs)
-            maker._md_runner = self
             self.attach(self._require_finite, interval=1)
+            maker.observe(self)
 
         def _require_finite(self):
             atoms = self.atoms
@@ -262,6 +324,8 @@ def _watched(base: type, maker: GPTFFMDMaker) -> type:
             if not np.isfinite(atoms.get_potential_energy()):
                 raise ComputationError(f"non-finite energy at MD step {self.nsteps}")
 
+    if not hasattr(base, "set_temperature"):
+        Watched.set_temperature = _keep_target
     Watched.__name__ = base.__name__
     Watched.__qualname__ = base.__qualname__
     return Watched

@@ -1,9 +1,12 @@
-"""Molecular dynamics shared by the workflows: the ASE integrators, and a recorder of the run.
+"""Molecular dynamics shared by the workflows: the ASE integrators, and what GPTFF observes of a
+run besides atomate2's trajectory.
 
-:data:`DYNAMICS` names the integrators the fine-tune-then-MD and tensile flows use;
-:func:`recording_dynamics` subclasses one so that it records positions, cell, energies,
-temperature and pressure every ``interval`` steps; :func:`record_arrays` turns the records into
-arrays and :func:`conserved_drift` measures the drift of the conserved energy.
+:data:`DYNAMICS` names the integrators the fine-tune-then-MD and tensile flows use. atomate2's
+MD Maker (:class:`~gptff_flows.jobs.GPTFFMDMaker`) records positions, cells, energies, forces,
+stresses, velocities and temperatures with its ``TrajectoryObserver``; :class:`ThermoObserver`
+adds the kinetic energy and the integrator's conserved energy (attached through ASE's public
+``attach``), :class:`ProgressLog` logs the run's progress, and :func:`conserved_drift` measures
+the drift of the conserved energy.
 
 Units: time fs, energies eV, temperature K, pressure GPa, lengths Å.
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import ClassVar
 
 import numpy as np
 from ase import units
@@ -30,72 +32,59 @@ DYNAMICS = {"nve": VelocityVerlet, "nvt": NoseHooverChainNVT, "npt": MTKNPT}
 thermostatted ones have a conserved energy whose drift the documents report."""
 
 
-def recording_dynamics(
-    base: type[MolecularDynamics], interval: int, total_steps: int | None = None
-) -> type:
-    """A subclass of the ASE integrator ``base`` that records, every ``interval`` steps (and at
-    step 0), positions, cell, potential, kinetic and conserved energy, temperature and pressure
-    into ``instance.records``; ``cls.instances`` lists the instances created. With
-    ``total_steps``, progress (step, T K, P GPa, ms/step) is logged at INFO about every tenth of
-    the run."""
-    log_every = None if total_steps is None else max(1, total_steps // 10)
+class ThermoObserver:
+    """Records, each time ``dynamics`` calls it, the step, the kinetic energy (eV) and the
+    conserved energy (eV): the integrator's ``get_conserved_energy()`` where it has one (the
+    Nosé–Hoover-chain and MTK integrators), else, for a Hamiltonian run (``hamiltonian``: NVE,
+    velocity Verlet), potential + kinetic energy, else None (Langevin, Berendsen ... conserve
+    nothing that could be recorded).
 
-    class Recording(base):
-        instances: ClassVar[list] = []
+    Attach it at the interval of atomate2's trajectory observer so that frame ``i`` of both
+    describes the same step: ``dynamics.attach(observer, interval=traj_interval)``.
+    """
 
-        def __init__(self, atoms, *args, **kwargs):
-            super().__init__(atoms, *args, **kwargs)
-            self.records: list[tuple] = []
-            self._started = time.perf_counter()
-            type(self).instances.append(self)
-            self.attach(self._record, interval=interval)
-            if log_every is not None:
-                self.attach(self._log_progress, interval=log_every)
+    def __init__(self, dynamics: MolecularDynamics, hamiltonian: bool = False) -> None:
+        self.dynamics, self.hamiltonian = dynamics, hamiltonian
+        self.steps: list[int] = []
+        self.kinetic_energies: list[float] = []
+        self.conserved_energies: list[float | None] = []
 
-        def set_temperature(self, temperature_K=None, **_):  # atomate2 calls it every step
-            thermostat = getattr(self, "_thermostat", None)
-            if thermostat is not None and temperature_K is not None:
-                thermostat._kT = units.kB * temperature_K
+    def __call__(self) -> None:
+        atoms = self.dynamics.atoms
+        kinetic = float(atoms.get_kinetic_energy())
+        conserved = getattr(self.dynamics, "get_conserved_energy", None)
+        if conserved is not None:
+            conserved = float(conserved())
+        elif self.hamiltonian:
+            conserved = float(atoms.get_potential_energy() + kinetic)
+        self.steps.append(int(self.dynamics.nsteps))
+        self.kinetic_energies.append(kinetic)
+        self.conserved_energies.append(conserved)
 
-        def _record(self):
-            atoms = self.atoms
-            potential = atoms.get_potential_energy()
-            kinetic = atoms.get_kinetic_energy()
-            conserved = (
-                self.get_conserved_energy()
-                if hasattr(self, "get_conserved_energy")
-                else potential + kinetic
-            )
-            stress = atoms.get_stress(include_ideal_gas=True)
-            self.records.append(
-                (
-                    self.nsteps,
-                    atoms.get_positions(),
-                    atoms.cell.array.copy(),
-                    potential,
-                    kinetic,
-                    conserved,
-                    atoms.get_temperature(),
-                    -float(np.mean(stress[:3])) / units.GPa,
-                )
-            )
 
-        def _log_progress(self):
-            if self.nsteps == 0:
-                return
-            stress = self.atoms.get_stress(include_ideal_gas=True)
-            logger.info(
-                "%s: step %d/%d, T %.0f K, P %.2f GPa, %.0f ms/step",
-                base.__name__,
-                self.nsteps,
-                total_steps,
-                self.atoms.get_temperature(),
-                -float(np.mean(stress[:3])) / units.GPa,
-                1e3 * (time.perf_counter() - self._started) / self.nsteps,
-            )
+class ProgressLog:
+    """Logs at INFO, each time ``dynamics`` calls it after step 0: step, temperature (K),
+    pressure (GPa, kinetic term included) and the wall time per step (ms)."""
 
-    Recording.__name__ = f"Recording{base.__name__}"
-    return Recording
+    def __init__(self, dynamics: MolecularDynamics, total_steps: int, label: str) -> None:
+        self.dynamics, self.total_steps, self.label = dynamics, total_steps, label
+        self.started = time.perf_counter()
+
+    def __call__(self) -> None:
+        steps = self.dynamics.nsteps
+        if steps == 0:
+            return
+        atoms = self.dynamics.atoms
+        stress = atoms.get_stress(include_ideal_gas=True)
+        logger.info(
+            "%s: step %d/%d, T %.0f K, P %.2f GPa, %.0f ms/step",
+            self.label,
+            steps,
+            self.total_steps,
+            atoms.get_temperature(),
+            -float(np.mean(stress[:3])) / units.GPa,
+            1e3 * (time.perf_counter() - self.started) / steps,
+        )
 
 
 def conserved_drift(time_fs: np.ndarray, conserved: np.ndarray, n_atoms: int):
@@ -105,20 +94,3 @@ def conserved_drift(time_fs: np.ndarray, conserved: np.ndarray, n_atoms: int):
     per_atom = (conserved - conserved[0]) / n_atoms
     slope = np.polyfit(time_fs * units.fs / (1000 * units.fs), per_atom, 1)[0]
     return float(slope), float(np.abs(per_atom).max())
-
-
-def record_arrays(records: list[tuple], time_step: float) -> dict[str, np.ndarray]:
-    """The recorder's frames as arrays: ``steps``, ``time_fs`` (fs), ``positions`` (Å),
-    ``cells`` (Å), ``potential_energy``, ``kinetic_energy``, ``conserved_energy`` (eV),
-    ``temperature`` (K), ``pressure`` (GPa)."""
-    steps = np.array([r[0] for r in records], dtype=int)
-    n = len(records)
-    series = np.array([r[3:] for r in records], dtype=float).reshape(n, 5).T
-    names = ("potential_energy", "kinetic_energy", "conserved_energy", "temperature", "pressure")
-    return dict(
-        steps=steps,
-        time_fs=steps * time_step,
-        positions=np.array([r[1] for r in records], dtype=float).reshape(n, -1, 3),
-        cells=np.array([r[2] for r in records], dtype=float).reshape(n, 3, 3),
-        **dict(zip(names, series, strict=True)),
-    )

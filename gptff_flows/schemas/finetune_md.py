@@ -7,8 +7,9 @@
   the checkpoint (a blob in the data store; its sha256 and size in the document).
 * :class:`MDTemperatureDocument` — one temperature: ensemble settings (fs, K, GPa), mean T (checked
   against the target) and P, drift of the conserved quantity (eV/atom/ps), the diffusion result
-  (D cm²/s, σ mS/cm), the flags, and the trajectory (a compressed blob in the data store, read
-  with :func:`load_trajectory`).
+  (D cm²/s, σ mS/cm), the flags, and the trajectory (a pymatgen ``Trajectory`` as atomate2 stores
+  it, in the data store; :func:`load_trajectory` reads it, and the npz of document version 1,
+  as arrays: see :mod:`gptff_flows.schemas.md_trajectory`).
 * :class:`FineTuneMDDocument` — the summary: per-temperature rows, the Arrhenius fit (Ea eV,
   σ(300 K) mS/cm) and why temperatures were left out, the run's verdict (:func:`verdict_flags`),
   plots, and the inputs needed to reproduce the run.
@@ -18,18 +19,30 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, Field
 from pymatgen.core import Structure
+from pymatgen.core.trajectory import Trajectory
 
 from gptff_core.errors import GPTFFInputError
 from gptff_flows.analysis.arrhenius import ArrheniusFit
 from gptff_flows.analysis.diffusion import DiffusionResult
 from gptff_flows.analysis.md_verdict import TemperatureCheck
 from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.md_trajectory import TRAJECTORY_DOCUMENT_VERSION, load_trajectory
+
+__all__ = [
+    "INFORMATIONAL_FIT_FLAGS",
+    "TRAJECTORY_DOCUMENT_VERSION",
+    "CheckpointBlob",
+    "FineTuneDocument",
+    "FineTuneMDDocument",
+    "MDTemperatureDocument",
+    "TemperatureRow",
+    "load_trajectory",
+    "verdict_flags",
+]
 
 
 class CheckpointBlob(BaseModel):
@@ -131,8 +144,17 @@ class MDTemperatureDocument(BaseModel):
     )
     elapsed_s: float = Field(description="s, wall time of the MD")
     ms_per_step: float = Field(description="ms per MD step")
-    trajectory: dict = Field(description="compressed frames (in the 'data' store)")
+    trajectory: Trajectory | dict | None = Field(
+        None,
+        description="the frames (in the 'data' store): a pymatgen Trajectory (document version "
+        "2) or npz (version 1); read with load_trajectory",
+    )
     gptff: GPTFFProvenance = Field(description="the network used (fine-tuned or as it is)")
+    document_version: int = Field(
+        1,
+        description="2: trajectory is a pymatgen Trajectory (atomate2's format); 1 (documents "
+        "without this field): npz arrays, base64",
+    )
 
 
 class TemperatureRow(BaseModel):
@@ -196,26 +218,3 @@ def verdict_flags(rows: list[TemperatureRow], arrhenius: ArrheniusFit) -> list[s
     flags = {flag for row in rows for flag in row.flags}
     flags |= set(arrhenius.flags) - INFORMATIONAL_FIT_FLAGS
     return sorted(flags)
-
-
-def pack_trajectory(**arrays: np.ndarray) -> dict:
-    """``{"format": "npz-base64", "keys": [...], "data": ...}``: arrays compressed with numpy."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return {
-        "format": "npz-base64",
-        "keys": sorted(arrays),
-        "data": base64.b64encode(buffer.getvalue()).decode("ascii"),
-    }
-
-
-def load_trajectory(trajectory: dict | MDTemperatureDocument) -> dict[str, np.ndarray]:
-    """Arrays of a stored trajectory: ``positions`` (frames, atoms, 3) Å Cartesian, ``cells``
-    (frames, 3, 3) Å rows, ``numbers``, ``steps``, ``time_fs``, ``potential_energy``,
-    ``kinetic_energy``, ``conserved_energy`` (eV), ``temperature`` (K), ``pressure`` (GPa)."""
-    if isinstance(trajectory, MDTemperatureDocument):
-        trajectory = trajectory.trajectory
-    if trajectory.get("format") != "npz-base64":
-        raise GPTFFInputError(f"unknown trajectory format {trajectory.get('format')!r}")
-    with np.load(io.BytesIO(base64.b64decode(trajectory["data"]))) as data:
-        return {key: data[key] for key in data.files}
