@@ -64,6 +64,20 @@ class GPTFFOptions:
         """Refuse a bad model, dtype, smooth flag or device (see :func:`check_gptff_options`)."""
         check_gptff_options(self.model, self.dtype, self.smooth, self.device)
 
+    def check_calculator_kwargs(self, reserved: tuple[str, ...] = ()) -> None:
+        """Refuse ``calculator_kwargs`` that are not a dict, or that set one of the fields above
+        or a ``reserved`` field of the Maker (e.g. ``skin``): the field would silently win."""
+        if not isinstance(self.calculator_kwargs, dict):
+            raise GPTFFInputError(
+                f"calculator_kwargs must be a dict, got {type(self.calculator_kwargs).__name__}"
+            )
+        fields = {"model", "dtype", "smooth", "device", *reserved}
+        repeated = sorted(fields & set(self.calculator_kwargs))
+        if repeated:
+            raise GPTFFInputError(
+                f"calculator_kwargs sets {', '.join(repeated)}: set the Maker's field instead"
+            )
+
     def calculator_arguments(self) -> dict:
         """Keyword arguments of :class:`~gptff_core.calculator.GPTFFCalculator` (the fields win
         over ``calculator_kwargs``)."""

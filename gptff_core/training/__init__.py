@@ -1,14 +1,15 @@
 """Fine-tuning GPTFF on your own data (and training from scratch).
 
-* :mod:`~gptff_core.training.datasets`: frames from extxyz/ASE files, VASP OUTCAR and vasprun.xml,
-  ASE databases, the published trainer's CSV and Python lists; units converted at the edge (eV,
-  eV/Å, eV/Å³ with ASE's sign); trajectory-grouped train/validation split.
-* :mod:`~gptff_core.training.references`: robust (Huber) refit of the per-element reference
-  energies.
-* :mod:`~gptff_core.training.outliers`: labels checked before training (non-finite labels and
-  outliers refused, or outliers dropped and reported).
-* :mod:`~gptff_core.training.trainer`: :class:`Trainer` with the paper's recipe
-  (:class:`Recipe`), checkpoints, metrics and exact resume.
+* data: :mod:`~.datasets` (extxyz/ASE files, VASP OUTCAR and vasprun.xml, ASE databases, Python
+  lists; trajectory-grouped train/validation split), :mod:`~.frames` (the labelled
+  :class:`Frame` and its checks), :mod:`~.published_csv` (the published trainer's CSV, VASP
+  stress); units converted at the edge (eV, eV/Å, eV/Å³ with ASE's sign);
+* checks of the labels: :mod:`~.outliers` (non-finite labels and outliers refused, or dropped and
+  reported), :mod:`~.references` (robust Huber refit of the per-element reference energies);
+* the run: :mod:`~.trainer` (:class:`Trainer` with the paper's :class:`Recipe`), :mod:`~.loss`,
+  :mod:`~.schedule`, :mod:`~.batches`, :mod:`~.network` (new or fine-tuned network, frozen
+  parts), :mod:`~.state` (exact resume), :mod:`~.outputs` and :mod:`~.metrics` (checkpoints,
+  metrics, plots); :mod:`~.cli` is ``gptff finetune``.
 
 Typical use::
 
@@ -22,16 +23,16 @@ Typical use::
 import importlib
 
 _EXPORTS = {
-    "Frame": "datasets",
+    "Frame": "frames",
     "frames_from_structures": "datasets",
     "read_datasets": "datasets",
     "read_frames": "datasets",
-    "read_published_csv": "datasets",
+    "read_published_csv": "published_csv",
     "split_frames": "datasets",
     "Recipe": "recipe",
     "Trainer": "trainer",
-    "TrainingResult": "trainer",
-    "new_network": "trainer",
+    "TrainingResult": "outputs",
+    "new_network": "network",
 }
 __all__ = sorted(_EXPORTS)
 

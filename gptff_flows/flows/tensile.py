@@ -120,7 +120,7 @@ class TensileMDMaker(GPTFFOptions, Maker):
         self._check_strains()
         self._check_md()
         self.check_options()
-        self._check_calculator_kwargs()
+        self.check_calculator_kwargs(reserved=("skin",))
         low, high = self.two_theta_range
         if not 0 <= low < high <= 180:
             raise GPTFFInputError(
@@ -162,21 +162,6 @@ class TensileMDMaker(GPTFFOptions, Maker):
         if self.tdamp is not None:
             require_number("tdamp", self.tdamp, "(fs)")
         require_number("skin", self.skin, "Å", inclusive=True)
-
-    def _check_calculator_kwargs(self) -> None:
-        """Refuse ``calculator_kwargs`` that are not a dict or that set one of this Maker's
-        fields (the field would silently win)."""
-        if not isinstance(self.calculator_kwargs, dict):
-            raise GPTFFInputError(
-                f"calculator_kwargs must be a dict, got {type(self.calculator_kwargs).__name__}"
-            )
-        repeated = sorted(
-            {"model", "dtype", "smooth", "device", "skin"} & set(self.calculator_kwargs)
-        )
-        if repeated:
-            raise GPTFFInputError(
-                f"calculator_kwargs sets {', '.join(repeated)}: set the Maker's field instead"
-            )
 
     def settings(self, structure: Structure) -> dict:
         """What every step job receives (K, fs, Å, degrees); JSON-serialisable."""
