@@ -25,18 +25,18 @@ import numpy as np
 from atomate2.ase.md import MDEnsemble
 from atomate2.ase.utils import TrajectoryObserver
 from jobflow import CURRENT_JOB
-from pydantic import BaseModel, Field
+from pydantic import Field
 from pymatgen.core import Lattice, Structure
 from pymatgen.core.trajectory import Trajectory
 
 from gptff_core.errors import ComputationError
-from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFDocument, GPTFFProvenance, formula_fields
 from gptff_flows.schemas.md_trajectory import TRAJECTORY_DOCUMENT_VERSION, add_thermo
 
 logger = logging.getLogger(__name__)
 
 
-class MDFailureDocument(BaseModel):
+class MDFailureDocument(GPTFFDocument):
     """What a GPTFF MD run that failed part-way leaves in the job store (a document of its own,
     named ``"<job name> (failed)"``, metadata ``gptff_status: "failed"``)."""
 
@@ -49,9 +49,6 @@ class MDFailureDocument(BaseModel):
     time_step: float | None = Field(None, description="fs")
     temperature: float | None = Field(None, description="K, target at the start")
     ensemble: str = Field(description="'nve', 'nvt' or 'npt'")
-    formula_pretty: str = Field(description="reduced formula")
-    chemsys: str = Field(description="chemical system")
-    nsites: int = Field(description="atoms simulated")
     n_frames: int = Field(description="frames kept (every finite frame up to the failure)")
     last_structure: Structure | None = Field(None, description="last finite frame")
     trajectory: Trajectory | dict | None = Field(
@@ -134,9 +131,7 @@ def failure_document(maker, structure, error: BaseException, runner) -> MDFailur
         time_step=time_step,
         temperature=_start_temperature(maker),
         ensemble=MDEnsemble(maker.ensemble).value,
-        formula_pretty=structure.composition.reduced_formula,
-        chemsys=structure.composition.chemical_system,
-        nsites=len(runner.atoms) if runner is not None else len(structure),
+        **formula_fields(structure, nsites=len(runner.atoms) if runner is not None else None),
         n_frames=0 if trajectory is None else len(trajectory),
         last_structure=last,
         trajectory=trajectory,

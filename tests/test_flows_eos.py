@@ -20,8 +20,10 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from gptff_core import GPTFFCalculator
 from gptff_core.cli import main
 from gptff_core.errors import ExitCode
-from gptff_flows.analysis.eos_fit import EosRefused
-from gptff_flows.flows.eos import GPTFFEosMaker, fit_eos, plot_eos, summarize_eos
+from gptff_flows.analysis.eos_fit import EosRefused, fit_eos
+from gptff_flows.analysis.plotting import plot_eos
+from gptff_flows.flows.eos import GPTFFEosMaker
+from gptff_flows.jobs.eos import summarize_eos
 from gptff_flows.run import run_flow
 from gptff_flows.stores import local_job_store
 

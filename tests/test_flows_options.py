@@ -7,13 +7,13 @@ import pytest
 
 pytest.importorskip("jobflow")
 
-from gptff_core.errors import GPTFFInputError  # noqa: E402
-from gptff_flows.flows.eos import GPTFFEosMaker  # noqa: E402
-from gptff_flows.flows.finetune_md import FineTuneMDMaker  # noqa: E402
-from gptff_flows.flows.screening import SubstitutionScreeningMaker  # noqa: E402
-from gptff_flows.flows.tensile import TensileMDMaker  # noqa: E402
-from gptff_flows.jobs import GPTFFMDMaker, GPTFFRelaxMaker, GPTFFStaticMaker  # noqa: E402
-from gptff_flows.options import (  # noqa: E402
+from gptff_core.errors import GPTFFInputError
+from gptff_flows.flows.eos import GPTFFEosMaker
+from gptff_flows.flows.finetune_md import FineTuneMDMaker
+from gptff_flows.flows.screening import SubstitutionScreeningMaker
+from gptff_flows.flows.tensile import TensileMDMaker
+from gptff_flows.jobs import GPTFFMDMaker, GPTFFRelaxMaker, GPTFFStaticMaker
+from gptff_flows.options import (
     GPTFFOptions,
     check_gptff_options,
     require_int,

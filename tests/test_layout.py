@@ -109,9 +109,14 @@ def test_no_library_code_switches_the_matplotlib_backend_or_uses_pyplot():
     for path in library_files():
         for node in ast.walk(ast.parse(path.read_text())):
             call = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            if call and node.func.attr == "use" and getattr(node.func.value, "id", "") in (
-                "matplotlib",
-                "mpl",
+            if (
+                call
+                and node.func.attr == "use"
+                and getattr(node.func.value, "id", "")
+                in (
+                    "matplotlib",
+                    "mpl",
+                )
             ):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} matplotlib.use")
         if "matplotlib.pyplot" in imported_modules(path):
@@ -164,7 +169,7 @@ def test_relax_store_without_the_workflows_is_one_clear_line(monkeypatch):
 
 
 def resolves(dotted: str) -> bool:
-    """Whether ``dotted`` names a module, or an attribute of one (``a.b.c`` → ``a.b`` then ``c``)."""
+    """Whether ``dotted`` names a module or an attribute of one (``a.b.c``: ``a.b``, then ``c``)."""
     import importlib
 
     parts = dotted.split(".")

@@ -138,3 +138,32 @@ def _xrd_figure(docs: Sequence[TensileStepDocument]):
     axes.set(xlabel="2θ (degrees, Cu Kα₁)", ylabel="intensity (offset by strain)", yticks=[])
     figure.tight_layout()
     return figure
+
+
+def plot_eos(doc, path: str | Path) -> Path:
+    """Write a PNG of the computed points and the fitted curve (eV/atom vs Å³/atom) of ``doc`` (a
+    :class:`~gptff_flows.schemas.eos.GPTFFEosDocument`, or one as stored) to ``path``; the title
+    carries the verdict (the flags, or why the fit was refused)."""
+    if isinstance(doc, dict):  # a stored document
+        from gptff_flows.schemas.eos import GPTFFEosDocument
+
+        doc = GPTFFEosDocument.model_validate(doc)
+    fit = doc.fit
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = _figure((5, 4))
+    axes.plot(doc.volumes_per_atom, doc.energies_per_atom, "o", label="GPTFF")
+    title = f"{doc.formula_pretty} ({doc.gptff.model_name})"
+    if fit is not None:
+        axes.plot(doc.fitted_volumes_per_atom, doc.fitted_energies_per_atom, "-", label=fit.eos)
+        title += f": V0 {fit.v0_per_atom:.3f} Å³/atom, B0 {fit.b0:.1f} GPa"
+    if doc.flags:
+        word = "FLAGGED" if fit is not None else "NO FIT"
+        title += f"\n{word}: {', '.join(doc.flags)}"
+    axes.set_xlabel("volume (Å³/atom)")
+    axes.set_ylabel("energy (eV/atom)")
+    axes.set_title(title, fontsize=9, color="firebrick" if doc.flags else "black")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    return path

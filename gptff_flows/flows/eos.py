@@ -20,29 +20,21 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from atomate2.common.jobs.eos import EOSPostProcessor
 from atomate2.forcefields.flows.eos import ForceFieldEosMaker
-from jobflow import CURRENT_JOB, Flow, Maker, job
-from pymatgen.analysis.eos import EOS
+from jobflow import Flow, Maker
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from gptff_core.errors import ComputationError, GPTFFInputError
-from gptff_flows.analysis.eos_fit import MIN_POINTS, EosRefused, fit_eos
-from gptff_flows.analysis.eos_geometry import check_bulk, cutoff_crossings
-from gptff_flows.jobs import GPTFFRelaxMaker
+from gptff_flows.analysis.eos_fit import MIN_POINTS
+from gptff_flows.analysis.eos_geometry import check_bulk
+from gptff_flows.jobs.eos import EOS_FORMS, summarize_eos
+from gptff_flows.jobs.force_field import GPTFFRelaxMaker
 from gptff_flows.options import GPTFFOptions, absolute_dir, require_int, require_number
-from gptff_flows.schemas.base import GPTFFProvenance
 from gptff_flows.schemas.eos import GPTFFEosDocument
 
 logger = logging.getLogger(__name__)
-
-EOS_FORMS = ("birch_murnaghan", "murnaghan", "birch", "pourier_tarantola", "vinet")
-"""pymatgen EOS names this flow can report."""
-
-CURVE_POINTS = 60
-"""Volumes on which the fitted curve is stored."""
 
 
 @dataclass
@@ -134,114 +126,6 @@ class GPTFFEosMaker(GPTFFOptions, ForceFieldEosMaker):
         flow.output = summary.output
         flow.update_metadata({"flow_name": self.name})
         return flow
-
-
-def _fitted_curve(
-    form: str, volumes: np.ndarray, energies: np.ndarray
-) -> tuple[list[float], list[float]]:
-    """The fitted E(V) (eV/atom) of ``form`` on a grid spanning ``volumes`` (Å³/atom)."""
-    grid = np.linspace(volumes.min(), volumes.max(), CURVE_POINTS)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        fitted = EOS(eos_name=form).fit(volumes.tolist(), energies.tolist())
-    return grid.tolist(), np.asarray(fitted.func(grid), dtype=float).tolist()
-
-
-def _fits(volumes: np.ndarray, energies: np.ndarray, eos: str, crossings: list) -> dict:
-    """The selected fit with its verdict, or its refusal, and the other forms that fit."""
-    others = []
-    for form in EOS_FORMS:
-        if form != eos:
-            try:
-                others.append(fit_eos(volumes, energies, form, crossings))
-            except GPTFFInputError as exc:
-                logger.info("%s", exc)
-    try:
-        fit = fit_eos(volumes, energies, eos, crossings)
-    except EosRefused as exc:
-        logger.info("EOS refused: %s", exc)
-        return dict(fit=None, other_fits=others, verdict="refused", flags=[exc.flag],
-                    flag_reasons=[str(exc)])  # fmt: skip
-    curve_v, curve_e = _fitted_curve(eos, volumes, energies)
-    for reason in fit.flag_reasons:
-        logger.info("EOS fit flagged: %s", reason)
-    return dict(fit=fit, other_fits=others, verdict="flagged" if fit.flags else "ok",
-                flags=fit.flags, flag_reasons=fit.flag_reasons,
-                fitted_volumes_per_atom=curve_v, fitted_energies_per_atom=curve_e)  # fmt: skip
-
-
-@job
-def summarize_eos(
-    eos_output: dict,
-    provenance: GPTFFProvenance | dict,
-    eos: str = "birch_murnaghan",
-    plot_dir: str | None = None,
-) -> GPTFFEosDocument:
-    """Per-atom EOS document from atomate2's EOS flow output (``eos_output["relax"]``): the fit
-    and its verdict (``ok``, ``flagged`` or ``refused``, see :mod:`gptff_flows.analysis.eos_fit`).
-    A refused fit still gives a document (the computed points, no fit) rather than a failed job."""
-    relax = eos_output["relax"]
-    structures = [
-        s if isinstance(s, Structure) else Structure.from_dict(s) for s in relax["structure"]
-    ]
-    n_atoms = len(structures[0])
-    volumes = np.asarray(relax["volume"], dtype=float) / n_atoms
-    energies = np.asarray(relax["energy"], dtype=float) / n_atoms
-    order = np.argsort(volumes)
-    volumes, energies = volumes[order], energies[order]
-    crossings = cutoff_crossings([AseAtomsAdaptor.get_atoms(structures[k]) for k in order])
-    provenance = GPTFFProvenance.model_validate(provenance)
-    # with smooth envelopes the energy is continuous at the cutoffs: a crossing is no reason to
-    # expect a jump there (the points are still judged by energy_jump and the fit quality)
-    judged = [] if provenance.smooth else crossings
-    reference = structures[0]
-    doc = GPTFFEosDocument(
-        formula_pretty=reference.composition.reduced_formula,
-        chemsys=reference.composition.chemical_system,
-        nsites=n_atoms,
-        structure=reference,
-        cutoff_crossings=crossings,
-        volumes_per_atom=volumes.tolist(),
-        energies_per_atom=energies.tolist(),
-        gptff=provenance.model_copy(update={"job_type": "eos"}),
-        **_fits(volumes, energies, eos, judged),
-    )
-    if plot_dir is not None:
-        uuid = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else "local"
-        path = Path(plot_dir) / f"eos_{doc.formula_pretty}_{uuid[:8]}.png"
-        try:
-            doc.plot_path = str(plot_eos(doc, path))
-        except OSError as exc:  # the fit is kept: a plot is never worth losing the result
-            logger.warning("EOS plot not written to %s: %s", path, exc)
-    return doc
-
-
-def plot_eos(doc: GPTFFEosDocument | dict, path: str | Path) -> Path:
-    """Write a PNG of the computed points and the fitted curve (eV/atom vs Å³/atom) to ``path``;
-    the title carries the verdict (the flags, or why the fit was refused)."""
-    from matplotlib.figure import Figure
-
-    doc = GPTFFEosDocument.model_validate(doc) if isinstance(doc, dict) else doc
-    fit = doc.fit
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure = Figure(figsize=(5, 4), dpi=120)
-    axes = figure.subplots()
-    axes.plot(doc.volumes_per_atom, doc.energies_per_atom, "o", label="GPTFF")
-    title = f"{doc.formula_pretty} ({doc.gptff.model_name})"
-    if fit is not None:
-        axes.plot(doc.fitted_volumes_per_atom, doc.fitted_energies_per_atom, "-", label=fit.eos)
-        title += f": V0 {fit.v0_per_atom:.3f} Å³/atom, B0 {fit.b0:.1f} GPa"
-    if doc.flags:
-        word = "FLAGGED" if fit is not None else "NO FIT"
-        title += f"\n{word}: {', '.join(doc.flags)}"
-    axes.set_xlabel("volume (Å³/atom)")
-    axes.set_ylabel("energy (eV/atom)")
-    axes.set_title(title, fontsize=9, color="firebrick" if doc.flags else "black")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
 
 
 def run_eos_flow(flow: Flow, store, **options) -> GPTFFEosDocument:

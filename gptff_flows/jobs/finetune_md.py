@@ -37,7 +37,7 @@ from gptff_flows.analysis.plotting import plot_arrhenius, plot_msd
 from gptff_flows.jobs.md import DYNAMICS, KBAR
 from gptff_flows.jobs.md_temperature import temperature_document
 from gptff_flows.jobs.training_data import collect_frames, frames_from_documents
-from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFProvenance, formula_fields
 from gptff_flows.schemas.finetune_md import (
     CheckpointBlob,
     FineTuneDocument,
@@ -295,9 +295,7 @@ def summary_job(
     species = inputs["species"]
     arrhenius = _arrhenius(results, structure, species)
     return FineTuneMDDocument(
-        formula_pretty=structure.composition.reduced_formula,
-        chemsys=structure.composition.chemical_system,
-        nsites=docs[0].nsites,
+        **formula_fields(structure, nsites=docs[0].nsites),
         species=species,
         structure=structure,
         finetune=_finetune_summary(finetune_doc),

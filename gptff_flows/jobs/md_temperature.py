@@ -14,7 +14,7 @@ from pymatgen.core.trajectory import Trajectory
 from gptff_flows.analysis.diffusion import DiffusionResult, analyze_diffusion
 from gptff_flows.analysis.md_verdict import MAX_VOLUME_CHANGE, TemperatureCheck, check_temperature
 from gptff_flows.jobs.md import DYNAMICS, conserved_drift
-from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFProvenance, formula_fields
 from gptff_flows.schemas.finetune_md import MDTemperatureDocument
 from gptff_flows.schemas.md_trajectory import TRAJECTORY_DOCUMENT_VERSION
 
@@ -73,9 +73,7 @@ def _run_fields(cell: Structure, temperature: float, settings: dict) -> dict:
     ensemble = settings["ensemble"]
     dynamics = DYNAMICS[ensemble].__name__
     return dict(
-        formula_pretty=cell.composition.reduced_formula,
-        chemsys=cell.composition.chemical_system,
-        nsites=len(cell),
+        **formula_fields(cell),
         temperature=float(temperature),
         ensemble=ensemble,
         dynamics=dynamics,

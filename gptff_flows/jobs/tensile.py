@@ -29,7 +29,7 @@ from gptff_flows.analysis.stacking import LABELS, classify, fractions
 from gptff_flows.analysis.xrd import broadened_average, strongest_peak
 from gptff_flows.jobs.md import DYNAMICS
 from gptff_flows.options import GPTFFOptions
-from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFProvenance, formula_fields
 from gptff_flows.schemas.tensile import (
     FCC_ONSET,
     TensileRow,
@@ -194,9 +194,7 @@ def _step_document(
         correlation_fs=settings["tdamp"],
     )
     return TensileStepDocument(
-        formula_pretty=structure.composition.reduced_formula,
-        chemsys=structure.composition.chemical_system,
-        nsites=len(structure),
+        **formula_fields(structure),
         strain=float(strain),
         axis=settings["axis"],
         cell_lengths=[float(x) for x in atoms.cell.lengths()],

@@ -1,5 +1,7 @@
 """What every GPTFF document shares: provenance, and atomate2's task documents carrying it.
 
+* :class:`GPTFFDocument` — the fields every workflow's document starts with (formula, chemical
+  system, atoms, provenance); :func:`formula_fields` fills the first three from a structure.
 * :class:`GPTFFProvenance` — which network produced a result: model name, checkpoint path and
   sha256, dtype, smooth flag, device and the ``gptff`` package version.
 * :class:`GPTFFTaskDocument` — atomate2's ``ForceFieldTaskDocument`` unchanged (energies in eV,
@@ -15,6 +17,7 @@ from typing import Literal
 
 from atomate2.forcefields.schemas import ForceFieldMoleculeTaskDocument, ForceFieldTaskDocument
 from pydantic import BaseModel, Field
+from pymatgen.core import Structure
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,26 @@ class GPTFFProvenance(BaseModel):
             device=str(parameter.device),
             gptff_version=gptff_version(),
         )
+
+
+class GPTFFDocument(BaseModel):
+    """What every GPTFF result document starts with: the compound, the cell size, the network."""
+
+    formula_pretty: str = Field(description="reduced formula, e.g. 'NaCl'")
+    chemsys: str = Field(description="chemical system, elements joined by '-', e.g. 'Cl-Na'")
+    nsites: int = Field(description="number of atoms in the cell that was computed")
+    gptff: GPTFFProvenance = Field(description="the GPTFF network that produced this result")
+
+
+def formula_fields(structure: Structure, nsites: int | None = None) -> dict:
+    """``formula_pretty``, ``chemsys`` and ``nsites`` of a :class:`GPTFFDocument` for
+    ``structure``; ``nsites`` when the cell computed is another (a supercell of it)."""
+    composition = structure.composition
+    return dict(
+        formula_pretty=composition.reduced_formula,
+        chemsys=composition.chemical_system,
+        nsites=len(structure) if nsites is None else int(nsites),
+    )
 
 
 class GPTFFTaskDocument(ForceFieldTaskDocument):

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from pymatgen.core import Structure
 
 from gptff_flows.analysis.eos_fit import EosFit
 from gptff_flows.analysis.eos_geometry import CutoffCrossing
-from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFDocument
 
 EosVerdict = Literal["ok", "flagged", "refused"]
 
 
-class GPTFFEosDocument(BaseModel):
+class GPTFFEosDocument(GPTFFDocument):
     """Energy–volume data of one structure, its equation-of-state fit and the fit's verdict.
 
     ``verdict``: ``ok``; ``flagged`` (``fit`` is there but ``flags`` say why not to trust it);
@@ -23,9 +23,6 @@ class GPTFFEosDocument(BaseModel):
     points are kept). Documents stored before verdicts existed have ``verdict`` ``None``.
     """
 
-    formula_pretty: str = Field(description="reduced formula, e.g. 'NaCl'")
-    chemsys: str = Field(description="chemical system, elements joined by '-', e.g. 'Cl-Na'")
-    nsites: int = Field(description="number of atoms in the cell that was strained")
     structure: Structure = Field(description="the relaxed structure the strains were applied to")
     fit: EosFit | None = Field(
         None, description="the selected fit (Birch–Murnaghan by default); None when refused"
@@ -51,4 +48,3 @@ class GPTFFEosDocument(BaseModel):
         default_factory=list, description="eV/atom, the fitted curve"
     )
     plot_path: str | None = Field(None, description="PNG of the fit, when one was written")
-    gptff: GPTFFProvenance = Field(description="the GPTFF network that produced this result")

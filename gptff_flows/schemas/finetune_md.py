@@ -29,7 +29,7 @@ from gptff_core.errors import GPTFFInputError
 from gptff_flows.analysis.arrhenius import ArrheniusFit
 from gptff_flows.analysis.diffusion import DiffusionResult
 from gptff_flows.analysis.md_verdict import TemperatureCheck
-from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFDocument, GPTFFProvenance
 from gptff_flows.schemas.md_trajectory import TRAJECTORY_DOCUMENT_VERSION, load_trajectory
 
 __all__ = [
@@ -102,12 +102,9 @@ class FineTuneDocument(BaseModel):
     gptff: GPTFFProvenance = Field(description="provenance of the fine-tuned network")
 
 
-class MDTemperatureDocument(BaseModel):
+class MDTemperatureDocument(GPTFFDocument):
     """MD at one temperature with the fine-tuned network, and its diffusion analysis."""
 
-    formula_pretty: str = Field(description="reduced formula")
-    chemsys: str = Field(description="chemical system, e.g. 'Cl-Li-Y'")
-    nsites: int = Field(description="atoms in the simulated (super)cell")
     temperature: float = Field(description="K, thermostat target")
     ensemble: str = Field(description="'nvt', 'npt' or 'nve'")
     dynamics: str = Field(description="ASE integrator class")
@@ -149,7 +146,6 @@ class MDTemperatureDocument(BaseModel):
         description="the frames (in the 'data' store): a pymatgen Trajectory (document version "
         "2) or npz (version 1); read with load_trajectory",
     )
-    gptff: GPTFFProvenance = Field(description="the network used (fine-tuned or as it is)")
     document_version: int = Field(
         1,
         description="2: trajectory is a pymatgen Trajectory (atomate2's format); 1 (documents "
@@ -178,12 +174,9 @@ class TemperatureRow(BaseModel):
     md_uuid: str | None = Field(None, description="uuid of the MD job")
 
 
-class FineTuneMDDocument(BaseModel):
+class FineTuneMDDocument(GPTFFDocument):
     """Summary of a fine-tune-then-MD flow."""
 
-    formula_pretty: str = Field(description="reduced formula")
-    chemsys: str = Field(description="chemical system")
-    nsites: int = Field(description="atoms in the simulated (super)cell")
     species: str = Field(description="mobile species")
     structure: Structure = Field(description="the input structure (before the supercell)")
     finetune: dict | None = Field(
@@ -204,7 +197,6 @@ class FineTuneMDDocument(BaseModel):
     conductivity_300K: float | None = Field(None, description="mS/cm, extrapolated")
     plots: dict[str, str] = Field(default_factory=dict, description="'msd', 'arrhenius': PNG paths")
     inputs: dict = Field(description="Maker settings and data fingerprint to reproduce the run")
-    gptff: GPTFFProvenance = Field(description="the network used for the MD")
 
 
 INFORMATIONAL_FIT_FLAGS = frozenset({"extrapolated"})

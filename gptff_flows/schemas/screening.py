@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
-from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFDocument, GPTFFProvenance
 
 Status = Literal["relaxed", "not_converged", "failed"]
 Role = Literal["candidate", "reference", "competing"]
@@ -63,7 +63,7 @@ class ScreeningSettings(BaseModel):
     min_atoms: int = Field(description="atoms, minimum size of the final-energy supercell")
 
 
-class CandidateDocument(BaseModel):
+class CandidateDocument(GPTFFDocument):
     """One relaxed structure of a campaign: a candidate, an elemental reference or a competing
     phase. Energies are of the final-energy supercell (:class:`CellPolicy`), per atom."""
 
@@ -71,9 +71,6 @@ class CandidateDocument(BaseModel):
     campaign_id: str = Field(description="name of the campaign that first computed it")
     role: Role = Field(description="candidate, reference (elemental) or competing (phase)")
     label: str = Field(description="prototype:substitutions, or the phase's name")
-    formula_pretty: str = Field(description="reduced formula, e.g. 'Li3ScCl6'")
-    chemsys: str = Field(description="chemical system, elements joined by '-' in order")
-    nsites: int = Field(description="atoms in the (relaxed) cell")
     prototype_id: str | None = Field(None, description="the prototype it was made from")
     substitution: dict[str, str] = Field(
         default_factory=dict, description="element replaced → element put in its place"

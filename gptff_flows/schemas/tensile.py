@@ -13,18 +13,15 @@ from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
 from gptff_flows.analysis.md_verdict import TemperatureCheck
-from gptff_flows.schemas.base import GPTFFProvenance
+from gptff_flows.schemas.base import GPTFFDocument
 
 FCC_ONSET = 0.10
 """fcc fraction whose first crossing defines ``fcc_onset_strain``."""
 
 
-class TensileStepDocument(BaseModel):
+class TensileStepDocument(GPTFFDocument):
     """NVT MD at one tensile strain and the analysis of its snapshots."""
 
-    formula_pretty: str = Field(description="reduced formula")
-    chemsys: str = Field(description="chemical system, e.g. 'Ti'")
-    nsites: int = Field(description="atoms in the cell")
     strain: float = Field(description="engineering strain along the axis, relative to the "
                                       "reference (unstrained) cell")  # fmt: skip
     axis: int = Field(description="strained lattice vector: 0 a, 1 b, 2 c")
@@ -66,7 +63,6 @@ class TensileStepDocument(BaseModel):
     snapshot_interval: int = Field(description="production steps between snapshots")
     elapsed_s: float = Field(description="s, wall time of the MD")
     ms_per_step: float = Field(description="ms per MD step")
-    gptff: GPTFFProvenance = Field(description="the network used")
 
 
 class TensileRow(BaseModel):
@@ -85,12 +81,9 @@ class TensileRow(BaseModel):
     flags: list[str] = Field(default_factory=list, description="the step's verdicts")
 
 
-class TensileSummaryDocument(BaseModel):
+class TensileSummaryDocument(GPTFFDocument):
     """Summary of a tensile-strain MD flow."""
 
-    formula_pretty: str = Field(description="reduced formula")
-    chemsys: str = Field(description="chemical system")
-    nsites: int = Field(description="atoms in the cell")
     temperature: float = Field(description="K, thermostat target")
     rows: list[TensileRow] = Field(description="per strain, ascending")
     fcc_onset_strain: float | None = Field(
@@ -107,4 +100,3 @@ class TensileSummaryDocument(BaseModel):
         description="Maker settings (K, fs, Å, degrees) and the reference cell (Å) to reproduce "
         "the run"
     )
-    gptff: GPTFFProvenance = Field(description="the network used")
