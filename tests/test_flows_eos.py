@@ -306,7 +306,7 @@ def test_gptff_eos_exits_4_when_the_fit_is_refused(capsys, tmp_path, monkeypatch
     def refuse(volumes, energies, form, crossings=()):
         raise EosRefused("no_minimum", f"{form}: the points do not bracket a minimum (injected)")
 
-    monkeypatch.setattr("gptff_flows.flows.eos.fit_eos", refuse)
+    monkeypatch.setattr("gptff_flows.jobs.eos.fit_eos", refuse)
     cif = tmp_path / "Cu.cif"
     ase.io.write(cif, bulk("Cu", "fcc", a=3.61))
     code, out, err = _gptff(

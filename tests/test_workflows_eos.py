@@ -69,7 +69,7 @@ def test_a_failed_job_is_a_row_with_its_reason(tmp_path, capsys, monkeypatch):
     def broken(structures):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr("gptff_flows.flows.eos.cutoff_crossings", broken)
+    monkeypatch.setattr("gptff_flows.jobs.eos.cutoff_crossings", broken)
     args = ["--compounds", "LiF", "--store", str(tmp_path / "store"), "--out", str(tmp_path)]
     assert paper_eos.main(args) == ExitCode.FAILED
     (row,) = json.loads((tmp_path / "summary.json").read_text())["compounds"]
