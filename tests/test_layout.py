@@ -159,6 +159,40 @@ def test_old_module_names_still_import_and_old_documents_decode():
     assert type(decoded).__name__ == "EosFit" and decoded.b0 == 76.0
 
 
+STORED_NAMES = """
+failures.MDFailureDocument finetune_md_jobs.finetune_job finetune_md_jobs.md_job
+finetune_md_jobs.summary_job finetune_md_schemas.FineTuneDocument
+finetune_md_schemas.MDTemperatureDocument finetune_md_schemas.FineTuneMDDocument
+flows.eos.GPTFFEosMaker flows.eos.summarize_eos flows.finetune_md.FineTuneMDMaker
+flows.screening.SubstitutionScreeningMaker flows.screening.generate_campaign
+flows.tensile.TensileMDMaker jobs.GPTFFStaticMaker jobs.GPTFFRelaxMaker jobs.GPTFFMDMaker
+schemas.GPTFFTaskDocument schemas.GPTFFMoleculeTaskDocument schemas.GPTFFEosDocument
+screening_jobs.relax_chunk screening_jobs.analyse screening_schemas.CandidateDocument
+screening_schemas.ScreeningChunkDocument screening_schemas.ScreeningCampaignDocument
+tensile_jobs.tensile_step_job tensile_jobs.tensile_summary_job
+tensile_schemas.TensileStepDocument tensile_schemas.TensileSummaryDocument
+stores.GPTFFMontyStore
+""".split()
+"""Every job function, Maker and document class the layout before issue 14 wrote into stores (as
+``@module``/``@callable`` or ``@class``), relative to ``gptff_flows`` (listed from that tree)."""
+
+
+def test_every_name_older_stores_hold_still_resolves():
+    pytest.importorskip("jobflow")
+    code = "import gptff_flows\nfrom monty.json import MontyDecoder\nmissing = []\n"
+    for module, _, name in (name.rpartition(".") for name in STORED_NAMES):
+        reference = {"@module": f"gptff_flows.{module}", "@callable": name}
+        code += (
+            f"try:\n    found = MontyDecoder().process_decoded({reference!r})\n"
+            f"except ImportError:\n    found = None\n"
+            f"if found is None or isinstance(found, dict):\n    missing.append({name!r})\n"
+        )
+    result = subprocess.run([sys.executable, "-c", code + "print(missing)"], capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout.strip() == "[]"
+
+
 def test_relax_store_without_the_workflows_is_one_clear_line(monkeypatch):
     import gptff_core.cli.commands as commands
     from gptff_core.errors import GPTFFInputError

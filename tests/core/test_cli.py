@@ -16,7 +16,7 @@ from gptff_core.cli import main
 from gptff_core.errors import GPTFFInputError
 from gptff_core.relax import RelaxInterrupted, relax
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "NaCl_rattled.cif"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "NaCl_rattled.cif"
 
 
 @pytest.fixture(scope="module")

@@ -173,7 +173,7 @@ def test_demo_script_submits_the_flow_to_jobflow_remote(tmp_path, monkeypatch, c
     import importlib.util
     import sys
 
-    script = Path(__file__).parents[1] / "workflows" / "paper_ti_strain.py"
+    script = Path(__file__).parents[2] / "workflows" / "paper_ti_strain.py"
     spec = importlib.util.spec_from_file_location("paper_ti_strain", script)
     demo = importlib.util.module_from_spec(spec)
     sys.modules["paper_ti_strain"] = demo
@@ -236,7 +236,7 @@ def test_a_crashed_run_resumes_from_the_stored_steps(tmp_path, monkeypatch):
 def test_demo_script_checks_its_output_directory_before_any_work(tmp_path, monkeypatch):
     import importlib.util
 
-    script = Path(__file__).parents[1] / "workflows" / "paper_ti_strain.py"
+    script = Path(__file__).parents[2] / "workflows" / "paper_ti_strain.py"
     spec = importlib.util.spec_from_file_location("paper_ti_strain_out", script)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
@@ -255,7 +255,7 @@ def test_demo_script_checks_its_output_directory_before_any_work(tmp_path, monke
 def test_demo_script_refuses_a_bad_repeat():
     import importlib.util
 
-    script = Path(__file__).parents[1] / "workflows" / "paper_ti_strain.py"
+    script = Path(__file__).parents[2] / "workflows" / "paper_ti_strain.py"
     spec = importlib.util.spec_from_file_location("paper_ti_strain_repeat", script)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)

@@ -11,7 +11,7 @@ from pymatgen.core import Composition
 
 from gptff_core.errors import ExitCode
 
-WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 sys.path.insert(0, str(WORKFLOWS))
 paper_eos = pytest.importorskip("paper_eos")
 

@@ -14,7 +14,7 @@ pytest.importorskip("atomate2")
 
 from gptff_core.errors import ExitCode
 
-SCRIPT = Path(__file__).parents[1] / "workflows" / "paper_li3ycl6.py"
+SCRIPT = Path(__file__).parents[2] / "workflows" / "paper_li3ycl6.py"
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def restore_loggers():
             logger.disabled = False
 
 
-SHARED_TOOLS = Path(__file__).resolve().parents[1].parent / "shared" / "tools"
+SHARED_TOOLS = Path(__file__).resolve().parents[2].parent / "shared" / "tools"
 FAST_RUNNER = {
     "delay_checkout": 1,
     "delay_check_run_status": 1,
@@ -263,7 +263,7 @@ def test_submit_without_a_project_says_how_to_create_one(tmp_path, monkeypatch):
 
 def test_workflow_submit_with_an_empty_jfremote_is_one_line(tmp_path):
     """A user without ~/.jfremote runs a paper workflow with --submit: one line, exit 1."""
-    script = Path(__file__).resolve().parents[1] / "workflows" / "paper_eos.py"
+    script = Path(__file__).resolve().parents[2] / "workflows" / "paper_eos.py"
     env = {k: v for k, v in os.environ.items() if not k.startswith("JFREMOTE_")}
     env |= {"HOME": str(tmp_path), "PYTHONPATH": str(script.parents[1])}
     run = subprocess.run(

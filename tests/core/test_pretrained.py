@@ -19,7 +19,7 @@ from gptff_core import pretrained
 from gptff_core.errors import CheckpointError, GPTFFInputError
 
 REAL_DIR = Path(
-    os.environ.get(pretrained.model_dir_env) or Path(__file__).parents[1] / "../shared/models"
+    os.environ.get(pretrained.model_dir_env) or Path(__file__).parents[2] / "../shared/models"
 ).resolve()
 V1, V2 = pretrained.PRETRAINED_MODELS["gptff-v1"], pretrained.PRETRAINED_MODELS["gptff-v2"]
 
