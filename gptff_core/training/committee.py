@@ -62,9 +62,7 @@ def train_committee(
         size: members, at least 2 (see :data:`~gptff_core.committee.COMMITTEE_SIZE`).
         directory: member ``k`` writes to ``directory/member_k/``.
         seed: member ``k`` trains with seed ``seed + k``.
-        dtype: ``"float32"`` or ``"float64"``.
-        smooth: train the smooth variant (``None``: the checkpoint's setting).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        dtype, smooth, device: as :class:`~gptff_core.training.Trainer`'s.
         on_epoch_end: called as ``on_epoch_end(k, record)`` after each epoch of member ``k``.
         resume: continue each member whose directory holds a resume state (a finished member
             is only measured again); the others start afresh.
@@ -79,14 +77,12 @@ def train_committee(
     """
     _check_size_and_seed(size, seed)
     check_output_dir(directory, "committee directory")
+    options = dict(device=device, dtype=dtype, smooth=smooth, progress=False)
     results = []
     for k in range(size):
-        member_recipe = dataclasses.replace(recipe, seed=seed + k)
-        trainer = Trainer(
-            base_model, member_recipe, device=device, dtype=dtype, smooth=smooth, progress=False
-        )
+        trainer = Trainer(base_model, dataclasses.replace(recipe, seed=seed + k), **options)
         if k == 0:
-            _refuse_identical_members(trainer.model, member_recipe, train)
+            _refuse_identical_members(trainer.model, trainer.recipe, train)
         out = member_directory(directory, k)
         callback = None if on_epoch_end is None else _for_member(on_epoch_end, k)
         logger.info("committee member %d/%d (seed %d) → %s", k + 1, size, seed + k, out)
