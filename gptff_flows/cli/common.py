@@ -79,6 +79,17 @@ HEADERS = {
     "strains": "strain (%)",
     "fcc_percent": "fcc (%)",
     "fcc_onset_strain": "fcc>10% at",
+    "n_labels": "labels",
+    "n_computed": "computed",
+    "n_failed": "failed",
+    "sampled_mean_uncertainty": "mean ΔF (eV/Å)",
+    "sampled_max_uncertainty": "max ΔF (eV/Å)",
+    "force_mae": "F MAE (eV/Å)",
+    "energy_mae": "E MAE (meV/atom)",
+    "final_force_mae": "F MAE (eV/Å)",
+    "final_energy_mae": "E MAE (meV/atom)",
+    "final_mean_uncertainty": "mean ΔF (eV/Å)",
+    "n_iterations": "iterations",
 }
 
 

@@ -50,6 +50,16 @@ def _supercell(text: str) -> list[int]:
         action="store_true",
         help="no training data: run the MD with --model as it is (the published network)",
     ),
+    arg(
+        "--learn",
+        choices=["gpaw", "vasp", "emt"],
+        metavar="LABELLER",
+        help="first run the active-learning loop with these labels (gpaw, vasp, emt) at the MD "
+        "temperatures, then the MD with its final model (see `gptff learn`)",
+    ),
+    arg("--labeller-settings", metavar="JSON", help="with --learn: labeller settings (JSON)"),
+    arg("--learn-iterations", type=int, default=3, help="with --learn (%(default)s)"),
+    arg("--learn-frames", type=int, default=10, help="with --learn: labels/round (%(default)s)"),
     arg("--valid", nargs="+", metavar="FILE", help="validation files (default: split off)"),
     arg("--format", dest="fmt", metavar="FMT", help="ASE format name, or gptff-csv"),
     arg("--structure", required=True, metavar="FILE", help="structure to simulate (last frame)"),
@@ -94,9 +104,9 @@ def cmd_finetune_md(args: argparse.Namespace) -> int:
     if args.plot_dir is not None:
         check_output_dir(args.plot_dir, "--plot-dir")
     maker = _maker(args, temperatures, supercell)
-    data = dict(train_files=args.train, valid_files=args.valid)
-    flow = maker.make(structure, **data)  # every setting checked, nothing run yet
-    store, flow = _store_and_plots(args, maker, structure, data, flow)
+    build = _flow_builder(args, maker, structure, temperatures)
+    flow = build()  # every setting checked, nothing run yet
+    store, flow = _store_and_plots(args, maker, build, flow)
     if not args.json:
         print(_announce(args, maker, structure, supercell, temperatures), file=sys.stderr)
     doc = _run(flow, store)
@@ -114,8 +124,12 @@ def cmd_finetune_md(args: argparse.Namespace) -> int:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Refuse contradictory options (training data, smooth) before any work."""
-    if bool(args.train) == args.no_finetune:
-        raise GPTFFInputError("give --train FILE... to fine-tune, or --no-finetune")
+    if args.learn and (args.train or args.no_finetune):
+        raise GPTFFInputError("--learn fine-tunes by itself: drop --train and --no-finetune")
+    if not args.learn and bool(args.train) == args.no_finetune:
+        raise GPTFFInputError(
+            "give --train FILE... to fine-tune, or --no-finetune (or --learn LABELLER)"
+        )
     if args.valid and args.no_finetune:
         raise GPTFFInputError("--valid needs --train (it validates the fine-tuning)")
     if args.smooth and args.no_smooth:
@@ -152,7 +166,7 @@ def _maker(args: argparse.Namespace, temperatures: list[float], supercell: list[
         seed=args.seed,
         charge=args.charge,
         model=args.model,
-        finetune=not args.no_finetune,
+        finetune=not (args.no_finetune or args.learn),
         recipe={"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed},
         file_format=args.fmt,
         dtype=args.dtype,
@@ -183,15 +197,41 @@ def _require_cell(path: str, atoms) -> None:
         )
 
 
-def _store_and_plots(args, maker, structure, data: dict, flow):
+def _flow_builder(args, maker, structure, temperatures: list[float]):
+    """``build() -> Flow``: the fine-tune-then-MD flow, or with ``--learn`` the active-learning
+    loop at the MD temperatures (K) followed by the MD with its final model."""
+    from gptff_flows.cli.learn import parse_labeller_settings
+
+    if not args.learn:
+        return lambda: maker.make(structure, train_files=args.train, valid_files=args.valid)
+    from gptff_flows.flows.finetune_md import learned_md_flow
+    from gptff_flows.flows.learn import ActiveLearningMaker
+
+    learn = ActiveLearningMaker(
+        labeller=args.learn,
+        labeller_settings=parse_labeller_settings(args.labeller_settings),
+        temperatures=temperatures,
+        iterations=args.learn_iterations,
+        frames_per_iteration=args.learn_frames,
+        seed=args.seed,
+        model=args.model,
+        dtype=args.dtype,
+        smooth=maker.smooth,
+        device=args.device,
+    )
+    return lambda: learned_md_flow(learn, maker, structure)
+
+
+def _store_and_plots(args, maker, build, flow):
     """Open (and check) the store, then settle the plot directory (default ``<store>/plots``),
-    checked writable; the flow again if the plot directory changed. Before any work."""
+    checked writable; the flow again (``build()``) if the plot directory changed. Before any
+    work."""
     from gptff_flows.stores import store_dir
 
     store = open_store(args.store)
     if args.plot_dir is None and (home := store_dir(store)) is not None:
         maker.plot_dir = str(check_output_dir(home / "plots", "plot directory").resolve())
-        flow = maker.make(structure, **data)
+        flow = build()
     return store, flow
 
 

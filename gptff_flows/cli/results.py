@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     arg("--store", metavar="LOCATION", help=STORE_HELP),
     arg(
         "--kind",
-        choices=["all", "eos", "relax", "finetune-md", "tensile", "jobs"],
+        choices=["all", "eos", "relax", "finetune-md", "tensile", "learn", "jobs"],
         default="all",
         help="what to list",
     ),
@@ -50,7 +50,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         return results_screen(args)
     if args.csv and args.kind == "all":
         raise GPTFFInputError(
-            "--csv prints one table: add --kind eos, relax, finetune-md, tensile or jobs"
+            "--csv prints one table: add --kind eos, relax, finetune-md, tensile, learn or jobs"
         )
     if args.csv and args.json:
         raise GPTFFInputError("choose one of --csv and --json")
@@ -75,6 +75,10 @@ def cmd_results(args: argparse.Namespace) -> int:
         from gptff_flows.queries.tensile import tensile_results
 
         tables["tensile"] = tensile_results(store, **filters)
+    if args.kind in ("all", "learn"):
+        from gptff_flows.queries.learn import learn_results
+
+        tables["learn"] = learn_results(store, **filters)
     if args.kind == "jobs":
         tables["jobs"] = queries.gptff_jobs(store, **filters)
     if args.json:
@@ -96,6 +100,7 @@ _TITLES = {
     "relax": "relaxations",
     "finetune-md": "fine-tune → MD → diffusion",
     "tensile": "tensile strain MD",
+    "learn": "active learning",
     "jobs": "GPTFF jobs",
 }
 _COLUMNS = {
@@ -107,6 +112,8 @@ _COLUMNS = {
     "finetune-md": "formula:s species:s finetuned:s smooth:s temperatures:s mean_temperatures:s "
     "diffusivities:s activation_energy:.3f activation_energy_error:.3f conductivity_300K:.3g "
     "flags:s completed_at:time flow_name:s",
+    "learn": "formula:s labeller:s n_iterations:d labels:s force_mae:s energy_mae:s "
+    "sampled_uncertainty:s stop_reason:s threshold_reached:s flags:s completed_at:time flow_name:s",
     "tensile": "formula:s n_atoms:d temperature:g strains:s fcc_percent:s fcc_onset_strain:g "
     "verdict:s completed_at:time flow_name:s",
     "jobs": "job_type:s formula:s n_atoms:d model:s completed_at:time job_name:s flow_name:s",

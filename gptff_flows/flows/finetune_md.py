@@ -290,22 +290,32 @@ class FineTuneMDMaker(GPTFFOptions, Maker):
         train_documents: list | OutputReference | None = None,
         train_query: dict | None = None,
         valid_files: list[str | Path] | None = None,
+        checkpoint: OutputReference | dict | None = None,
     ) -> Flow:
         """The flow for ``structure`` (its output is a ``FineTuneMDDocument``).
 
         Training data: any of ``train_files`` (paths readable where the fine-tune job runs),
         ``train_documents`` (job outputs or references to them) and ``train_query`` (a job-store
         query, e.g. ``{"name": {"$regex": "static"}}``); ``valid_files`` replaces the split.
+        ``checkpoint``: a network already fine-tuned, as a
+        :class:`~gptff_flows.schemas.finetune_md.CheckpointBlob` or a reference to one (the
+        active-learning loop's final model, see :func:`learned_md_flow`); the MD runs with it
+        and nothing is fine-tuned here (``finetune`` must be False).
         """
         self._validate(structure)
+        if checkpoint is not None and self.finetune:
+            raise GPTFFInputError("a checkpoint is given: set finetune=False (the MD uses it)")
         files, valid = self._training_data(train_files, train_documents, train_query, valid_files)
         settings = self.settings()
         jobs = []
         if self.finetune:
             args = (files, train_documents, train_query, valid, settings["smooth"])
             jobs.append(self._finetune_job(*args))
-        md_jobs = self._md_jobs(jobs[0].output.checkpoint if jobs else None, structure, settings)
+            checkpoint = jobs[0].output.checkpoint
+        md_jobs = self._md_jobs(checkpoint, structure, settings)
         inputs = {**asdict(self), "train_files": files, "valid_files": valid}
+        if checkpoint is not None and not jobs:  # only then: older runs keep their input hash
+            inputs["given_checkpoint"] = True
         inputs["smooth"] = settings["smooth"]  # as used, not None
         inputs["train_query"] = train_query
         inputs["dynamics"] = DYNAMICS[self.ensemble].__name__
@@ -322,3 +332,15 @@ class FineTuneMDMaker(GPTFFOptions, Maker):
         flow = Flow([*jobs, *md_jobs, summary], output=summary.output, name=self.name)
         flow.update_metadata({"flow_name": self.name})
         return flow
+
+
+def learned_md_flow(learn_maker, md_maker: FineTuneMDMaker, structure: Structure) -> Flow:
+    """The paper's pipeline as one flow: ``learn_maker``'s active-learning loop
+    (:class:`~gptff_flows.flows.learn.ActiveLearningMaker`) on ``structure``, then
+    ``md_maker``'s MD and diffusion analysis with the loop's final model (its first committee
+    member). ``md_maker.finetune`` must be False: the loop did the fine-tuning."""
+    learn = learn_maker.make(structure)
+    md = md_maker.make(structure, checkpoint=learn.output.committee[0])
+    flow = Flow([learn, md], output=md.output, name=f"{learn_maker.name} then {md_maker.name}")
+    flow.update_metadata({"flow_name": md_maker.name})
+    return flow

@@ -7,7 +7,8 @@ One module per workflow; every public query is importable from here:
 * :func:`relaxations`, :func:`eos_results` (:mod:`.eos`), :func:`gptff_jobs` (:mod:`.common`);
 * :func:`screening_results`, :func:`screening_campaigns`, :func:`candidate_documents`
   (:mod:`.screening`);
-* :func:`finetune_md_results` (:mod:`.finetune_md`), :func:`tensile_results` (:mod:`.tensile`).
+* :func:`finetune_md_results` (:mod:`.finetune_md`), :func:`tensile_results` (:mod:`.tensile`);
+* :func:`learn_results`, :func:`learn_iterations` (:mod:`.learn`).
 
 Filters shared by every query (all optional, combined with AND):
 
@@ -21,6 +22,7 @@ Filters shared by every query (all optional, combined with AND):
 from gptff_flows.queries.common import check_filters, gptff_jobs
 from gptff_flows.queries.eos import eos_results, relaxations
 from gptff_flows.queries.finetune_md import finetune_md_results
+from gptff_flows.queries.learn import learn_iterations, learn_results
 from gptff_flows.queries.screening import (
     candidate_documents,
     screening_campaigns,
@@ -34,6 +36,8 @@ __all__ = [
     "eos_results",
     "finetune_md_results",
     "gptff_jobs",
+    "learn_iterations",
+    "learn_results",
     "relaxations",
     "screening_campaigns",
     "screening_results",

@@ -21,7 +21,7 @@ from pymatgen.core import Structure
 
 logger = logging.getLogger(__name__)
 
-JobType = Literal["static", "relax", "md", "eos", "finetune", "finetune_md", "tensile"]
+JobType = Literal["static", "relax", "md", "eos", "finetune", "finetune_md", "tensile", "learn"]
 
 
 def gptff_version() -> str:
