@@ -249,9 +249,7 @@ class ActiveLearningMaker(GPTFFOptions, Maker):
             )
             iterations.append(iteration)
             previous = iteration.output
-        summary = learn_summary(
-            structures, options, [j.output for j in iterations], [j.uuid for j in iterations]
-        )
+        summary = learn_summary(structures, options, [j.output for j in iterations])
         summary.name = f"{self.name} summary"
         summary.update_metadata({"gptff_role": "learn_summary"}, dynamic=False)
         return Flow([*iterations, summary], output=summary.output, name=self.name)

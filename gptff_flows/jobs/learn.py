@@ -123,12 +123,13 @@ def learn_iteration(
     if not candidates:
         raise ComputationError(f"iteration {iteration}: no MD frame was sampled: "
                                + "; ".join(sampling.md_failures))  # fmt: skip
-    labels = previous["labels"] if previous else []
+    labels = [_as_dict(r) for r in (previous["labels"] if previous else [])]
+    own = CURRENT_JOB.job.uuid if CURRENT_JOB.job is not None else None
     return Response(replace=_iteration_flow(iteration, structures, options, candidates,
-                                            sampling, [_as_dict(r) for r in labels]))  # fmt: skip
+                                            sampling, labels, own))  # fmt: skip
 
 
-def _iteration_flow(iteration, structures, options, candidates, sampling, labels) -> Flow:
+def _iteration_flow(iteration, structures, options, candidates, sampling, labels, own) -> Flow:
     """Selection, then the label jobs of the frames not stored and the committee's training,
     as one flow whose output is the :class:`LearningIterationDocument`."""
     selection, holdout = choose(candidates, options, iteration)
@@ -141,7 +142,7 @@ def _iteration_flow(iteration, structures, options, candidates, sampling, labels
     earlier = [OutputReference(r["uuid"]) if r["converged"] else None for r in labels]
     train = train_iteration(iteration, structures, options, labels + records,
                             earlier + documents, [s.model_dump() for s in selected],
-                            sampling.model_dump(), selection.reason)  # fmt: skip
+                            sampling.model_dump(), selection.reason, own)  # fmt: skip
     train.name = f"{options['name']} committee {iteration}"
     inherit(train, "learn_committee", iteration)
     return Flow([*jobs, train], output=train.output)
@@ -160,10 +161,12 @@ def train_iteration(
     selected: list[dict],
     sampling: dict,
     selection_note: str | None = None,
+    job_uuid: str | None = None,
 ) -> LearningIterationDocument:
     """Job: fine-tune (or reuse) the committee on every converged training label so far and
     evaluate it on the held-out ones. ``records``/``documents``: every label so far and its
-    document (None for a failed one), this iteration's last."""
+    document (None for a failed one), this iteration's last; ``job_uuid``: the iteration job
+    this one's output stands for."""
     records = [completed(r, d, iteration) for r, d in zip(records, documents, strict=True)]
     usable = [(r, d) for r, d in zip(records, documents, strict=True) if r.converged]
     train = [(r, d) for r, d in usable if not r.holdout]
@@ -195,6 +198,7 @@ def train_iteration(
         evaluation_s,
         provenance,
         n_train=len(train),
+        job_uuid=job_uuid,
     )
 
 
@@ -211,6 +215,7 @@ def _iteration_document(
     evaluation_s,
     provenance,
     n_train,
+    job_uuid=None,
 ):
     """The :class:`LearningIterationDocument` of one iteration, with its flags."""
     sampling = SamplingSummary.model_validate(sampling)
@@ -227,6 +232,7 @@ def _iteration_document(
     return LearningIterationDocument(
         **formula_fields(structures[0], nsites=nsites),
         gptff=provenance,
+        job_uuid=job_uuid,
         iteration=iteration,
         labeller=options["labeller"],
         sampling=sampling,
@@ -251,15 +257,14 @@ def _iteration_document(
 
 
 @job(data=["committee"])
-def learn_summary(
-    structures: list[Structure], options: dict, outputs: list, uuids: list[str]
-) -> LearningDocument:
-    """Job: the :class:`LearningDocument` of the run from the iterations' outputs (``uuids``:
-    their jobs): the last committee trained, every label, per-iteration metrics, and why the
-    loop stopped."""
+def learn_summary(structures: list[Structure], options: dict, outputs: list) -> LearningDocument:
+    """Job: the :class:`LearningDocument` of the run from the iterations' outputs: the last
+    committee trained, every label, per-iteration metrics, and why the loop stopped. (Its
+    inputs are references and settings only, so a rebuilt flow has the same input hash and a
+    resumed run reuses it and every job after it.)"""
     documents = [_as_dict(o) for o in outputs]
-    trained = [(LearningIterationDocument.model_validate(d), u)
-               for d, u in zip(documents, uuids, strict=True) if not d.get("stopped")]  # fmt: skip
+    trained = [(doc, doc.job_uuid) for doc in (LearningIterationDocument.model_validate(d)
+               for d in documents if not d.get("stopped"))]  # fmt: skip
     stops = [LearningStop.model_validate(d) for d in documents if d.get("stopped")]
     last = trained[-1][0]
     return final_document(

@@ -117,6 +117,7 @@ class CommitteeMember(BaseModel):
 class LearningIterationDocument(GPTFFDocument):
     """One iteration of the loop: sample, select, label, fine-tune, evaluate."""
 
+    job_uuid: str | None = Field(None, description="uuid of the job whose output this is")
     iteration: int = Field(description="0, 1, ... (0: sampled with the base model)")
     labeller: str = Field(description="'emt', 'gpaw' or 'vasp'")
     sampling: SamplingSummary = Field(description="the MD frames chosen from")
