@@ -252,6 +252,8 @@ def _announce(args, maker, structure, supercell, temperatures) -> str:
             f"{args.model} {'as published' if published else 'as it is'}, NOT fine-tuned "
             f"(--no-finetune), {envelopes}:"
         )
+    elif args.learn:
+        what = f"active learning with {args.learn} labels from {args.model} {envelopes}, then"
     else:
         what = f"fine-tuning {args.model} on {len(args.train)} file(s) {envelopes}, then"
     n_atoms = len(structure) * supercell[0] * supercell[1] * supercell[2]
@@ -265,6 +267,10 @@ def _report(doc) -> str:
     """The human summary: fine-tuning metrics, the network and its smooth setting, the table."""
     ft = doc.finetune
     smooth = f"smooth {'on' if doc.gptff.smooth else 'off'}"
+    if ft is None and doc.inputs.get("given_checkpoint"):
+        sha = doc.gptff.checkpoint_sha256[:12]
+        header = f"MD with the active-learning loop's final model ({sha}…), {smooth}"
+        return header + "\n" + _md_report(doc)
     if ft is None:
         header = f"not fine-tuned: MD with {doc.gptff.model_name} as it is, {smooth}"
         return header + "\n" + _md_report(doc)

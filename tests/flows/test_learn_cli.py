@@ -97,3 +97,26 @@ def test_finetune_md_with_learn_runs_the_md_with_the_loops_final_model(tmp_path,
     assert summary["inputs"]["given_checkpoint"] is True and summary["finetune"] is None
     assert main([*argv[:1], "--learn", "emt", "--no-finetune", *argv[3:]]) == 1
     assert "--learn fine-tunes by itself" in capsys.readouterr().err
+
+
+def test_finetune_md_learn_says_what_it_runs(cuau, monkeypatch):
+    """The human output of ``finetune-md --learn`` names the loop, not a fine-tuning on files
+    (it crashed on ``len(None)`` before) nor a model "as it is"."""
+    import argparse
+
+    from ase.io import read
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    import gptff_flows.cli.finetune_md as cli
+    from gptff_flows.flows.finetune_md import FineTuneMDMaker
+
+    structure = AseAtomsAdaptor.get_structure(read(cuau))
+    args = argparse.Namespace(no_finetune=False, learn="emt", train=None, model="gptff-v2",
+                              ensemble="nvt")  # fmt: skip
+    maker = FineTuneMDMaker(species="Au", finetune=False)
+    text = cli._announce(args, maker, structure, [1, 1, 1], [700.0])
+    assert text.startswith("active learning with emt labels from gptff-v2")
+    provenance = argparse.Namespace(smooth=True, checkpoint_sha256="ab" * 32, model_name="x")
+    doc = argparse.Namespace(finetune=None, inputs={"given_checkpoint": True}, gptff=provenance)
+    monkeypatch.setattr(cli, "_md_report", lambda doc: "table")
+    assert cli._report(doc).startswith("MD with the active-learning loop's final model (abab")
