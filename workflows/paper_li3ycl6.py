@@ -14,6 +14,15 @@ temperature → D, σ by Nernst–Einstein, Arrhenius fit) whose documents land 
     python workflows/paper_li3ycl6.py                          # 60 atoms, 500/600/700 K, 12 ps
     python workflows/paper_li3ycl6.py --train my_frames.extxyz # fine-tune first
     python workflows/paper_li3ycl6.py --paper --submit WORKER  # 240 atoms, 300–700 K, 50 ps
+    python workflows/paper_li3ycl6.py --label gpaw             # learn with GPAW labels first
+    python workflows/paper_li3ycl6.py --paper --label vasp --submit WORKER  # the paper's size
+
+``--label gpaw|vasp`` replaces your frames with the active-learning loop
+(``workflows/li3ycl6_learn.py``: its sizes, the GPAW settings and why): MD with the current
+model in NPT at the demo's temperatures, first-principles labels of the most uncertain frames,
+a fine-tuned committee, repeated; then the NPT MD and the Arrhenius analysis with the loop's
+final model. Labels, committees and MD land in the store; run the command again to resume
+(labels computed are never computed again) or to print the finished run.
 
 Units: T K, D cm²/s, σ mS/cm, Eₐ eV, time step fs. Results stay queryable:
 ``gptff results --kind finetune-md``; a run whose settings are already in the store is printed
@@ -38,6 +47,8 @@ from gptff_core.paths import write_atomically
 DATA = Path(__file__).with_name("data") / "li3ycl6.json"
 PAPER = {"conductivity_300K": 0.6, "activation_energy": 0.45, "transition_K": 425.0}
 """What the paper reports (fine-tuned on optB88 snapshots): mS/cm, eV, K."""
+EXPERIMENT = {"conductivity_300K": 0.51, "activation_energy": 0.40}
+"""Experiment as the paper quotes it: σ(300 K) mS/cm, Eₐ eV."""
 SMALL = {"temperatures": [500.0, 600.0, 700.0], "supercell": [1, 1, 2], "steps": 6000,
          "equilibration": 500}  # fmt: skip
 """Default size: 60 atoms, 1 ps equilibration and 12 ps production per temperature (the block
@@ -169,6 +180,7 @@ def _parse(argv):
     parser.add_argument("--project", help="jobflow-remote project (with --submit)")
     parser.add_argument("--out", default="out/paper_li3ycl6", help="plots, summary (%(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (%(default)s)")
+    learning().add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -209,6 +221,20 @@ def _flow_name(args, size: dict, data: str, smooth: bool) -> str:
             f"seed={args.seed}")  # fmt: skip
 
 
+def learning():
+    """``workflows/li3ycl6_learn.py``, the ``--label`` part of this demo (loaded by path, so
+    the script runs from anywhere)."""
+    import importlib.util
+
+    name = "li3ycl6_learn"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     import torch
@@ -218,28 +244,52 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("gptff_flows").setLevel(logging.INFO)
     from gptff_core.paths import check_output_dir
     from gptff_flows.cli.common import open_store
-    from gptff_flows.flows.finetune_md import FineTuneMDMaker
     from gptff_flows.run import submit_flow
 
     size = _size(args)
-    smooth = bool(args.train) or args.smooth  # without training data: the published network
+    labels = learning().check_args(args)  # {} without --label; refusals before any work
+    smooth = bool(args.train or args.label) or args.smooth  # else: the published network
     out = check_output_dir(args.out, "--out")  # output and store checked before any work
     store = None if args.submit else open_store(args.store)
     started = time.perf_counter()
     start, origin = _start(args)
+    build, name, data = _builder(args, size, labels, smooth, out, start)  # checks the loop too
     cell, steps = relaxed(start, args.model, args.dtype, smooth)
     print(f"Li3YCl6 from {origin}: {len(start)} atoms; relaxed with {args.model} (smooth "
           f"{'on' if smooth else 'off'}) in {steps} FIRE steps, volume {start.volume:.1f} → "
           f"{cell.volume:.1f} Å³", file=sys.stderr)  # fmt: skip
+    if args.submit:
+        flow = build(cell)
+        ids = submit_flow(flow, worker=args.submit, project=args.project)
+        print(f"submitted {len(ids)} jobs as flow {flow.uuid!s}; when done: "
+              f"gptff results --kind finetune-md --flow '{name}'")  # fmt: skip
+        return ExitCode.OK
+    doc = _run_or_reuse(store, name, build, cell, args, size)
+    return _print_results(doc, store, cell, size, args, data, time.perf_counter() - started)
+
+
+def _data(args, labels: dict) -> str:
+    """What the network learned from, for the flow name and the report; says so (stderr)
+    when it learned nothing."""
+    if args.label:
+        return learning().describe(args.label, labels, learning().sizes(args))
     if args.train:
-        data = f"fine-tuned on {len(args.train)} file(s) {_file_digest(args.train)}"
-    else:
-        data = "NOT fine-tuned"
-        print(f"NO TRAINING DATA: the MD runs with {args.model} "
-              f"{'with smooth envelopes (--smooth)' if smooth else 'as published'}, not "
-              "fine-tuned. The paper fine-tuned on optB88 snapshots that are not public; give "
-              "yours with --train FILE... (formats: docs/training.md).",
-              file=sys.stderr)  # fmt: skip
+        return f"fine-tuned on {len(args.train)} file(s) {_file_digest(args.train)}"
+    print(f"NO TRAINING DATA: the MD runs with {args.model} "
+          f"{'with smooth envelopes (--smooth)' if args.smooth else 'as published'}, not "
+          "fine-tuned. The paper fine-tuned on optB88 snapshots that are not public; give "
+          "yours with --train FILE... (formats: docs/training.md) or learn them with --label "
+          "gpaw.", file=sys.stderr)  # fmt: skip
+    return "NOT fine-tuned"
+
+
+def _builder(args, size: dict, labels: dict, smooth: bool, out: Path, start):
+    """(``build(cell) -> Flow``, flow name, data description): fine-tune (``--train``) or the
+    published network, then MD; with ``--label`` the active-learning loop, then MD with its
+    final model. Every setting is checked here, on ``start``, before any work."""
+    from gptff_flows.flows.finetune_md import FineTuneMDMaker, learned_md_flow
+
+    data = _data(args, labels)
     name = _flow_name(args, size, data, smooth)
     maker = FineTuneMDMaker(
         name=name, species="Li", temperatures=size["temperatures"], ensemble=args.ensemble,
@@ -248,63 +298,78 @@ def main(argv: list[str] | None = None) -> int:
         finetune=bool(args.train), recipe={"epochs": args.epochs}, file_format=args.fmt,
         dtype=args.dtype, smooth=smooth, plot_dir=str(out),
     )  # fmt: skip
-    if args.submit:
-        flow = maker.make(cell, train_files=args.train, valid_files=args.valid)
-        ids = submit_flow(flow, worker=args.submit, project=args.project)
-        print(f"submitted {len(ids)} jobs as flow {flow.uuid!s}; when done: "
-              f"gptff results --kind finetune-md --flow '{name}'")  # fmt: skip
-        return ExitCode.OK
-    doc = _run_or_reuse(store, maker, cell, args, size)
-    return _print_results(doc, store, cell, size, args, data, time.perf_counter() - started)
+    if not args.label:
+        maker.make(start, train_files=args.train, valid_files=args.valid)  # checks only
+        return (lambda cell: maker.make(cell, train_files=args.train, valid_files=args.valid),
+                name, data)  # fmt: skip
+    loop = learning().learn_maker(args, labels, learning().sizes(args), size["temperatures"], name)
+    learned_md_flow(loop, maker, start)  # checks only: labeller, sizes, elements
+    return (lambda cell: learned_md_flow(loop, maker, cell)), name, data
 
 
-def _run_or_reuse(store, maker, cell, args, size):
-    """The summary of the flow named ``maker.name``: from the store if complete, else run (a
-    run that crashed earlier reruns only the missing jobs)."""
+def _run_or_reuse(store, name: str, build, cell, args, size):
+    """The summary of the flow ``name``: from the store if complete, else run ``build(cell)``
+    (a run that crashed earlier reruns only the missing jobs; no label is computed twice)."""
     from gptff_flows.run import run_flow
     from gptff_flows.stores import describe_store
 
-    doc = _stored_summary(store, maker.name)
+    doc = _stored_summary(store, name)
     if doc is not None:
-        print(f"already in the store ({describe_store(store)}): {maker.name}", file=sys.stderr)
+        print(f"already in the store ({describe_store(store)}): {name}", file=sys.stderr)
         return doc
     n_atoms = len(cell) * int(np.prod(size["supercell"]))
     temps = ",".join(f"{t:g}" for t in size["temperatures"])
     print(f"{n_atoms} atoms, {args.ensemble.upper()} at {temps} K, "
           f"{size['equilibration']} + {size['steps']} steps of {args.timestep:g} fs each; "
           f"store {describe_store(store)}", file=sys.stderr)  # fmt: skip
-    flow = maker.make(cell, train_files=args.train, valid_files=args.valid)
+    flow = build(cell)
     responses = run_flow(flow, store, resume=True)  # after a crash: the missing jobs
     return responses[flow.output.uuid][1].output
 
 
+def _print_md(doc, store, name: str, args, cell) -> dict | None:
+    """The MD table (after the loop's report with ``--label``); the summary's ``learning``."""
+    from gptff_flows.cli.finetune_md import _md_report, _report
+
+    if not args.label:
+        print(_report(doc))
+        return None
+    volume = cell.volume * np.prod(learning().sizes(args)["supercell"])
+    summary = learning().report(store, name, args.model, args.dtype, volume)
+    costs = learning().md_costs(store, name)
+    spent = ", ".join(f"{t:g} K {seconds:.0f} s" for t, seconds in costs.items())
+    print(f"MD with the learned model, smooth on ({spent}):")
+    print(_md_report(doc))
+    return summary
+
+
 def _print_results(doc, store, cell, size, args, data: str, elapsed: float) -> int:
     """Print the report and the paper's numbers, write ``summary.json``; the exit code
-    (FLAGGED when a temperature or the Arrhenius fit carries a verdict)."""
-    from gptff_flows.cli.finetune_md import _report
+    (FLAGGED when a temperature, the Arrhenius fit or the loop carries a verdict)."""
     from gptff_flows.schemas.finetune_md import verdict_flags
 
     n_atoms = len(cell) * int(np.prod(size["supercell"]))
     name, out = doc.inputs.get("name", ""), Path(args.out)
-    print(_report(doc))
+    learned = _print_md(doc, store, name, args, cell)
     expansion = volume_ratios(store, name, cell.volume * np.prod(size["supercell"]))
     print("mean volume / relaxed volume: " + ", ".join(
         f"{t:g} K {ratio:.3f}" for t, ratio in expansion.items()))  # fmt: skip
     fits = regime_fits(doc.temperatures, PAPER["transition_K"])
     for regime, ea in fits.items():
         print(f"Eₐ {regime} {PAPER['transition_K']:g} K: {ea:.3f} eV")
-    print(
-        f"paper (fine-tuned on optB88): σ(300 K) = {PAPER['conductivity_300K']} mS/cm, "
-        f"Eₐ = {PAPER['activation_energy']} eV, transition near {PAPER['transition_K']:g} K"
-    )
+    print(f"paper (fine-tuned on optB88): σ(300 K) = {PAPER['conductivity_300K']} mS/cm, "
+          f"Eₐ = {PAPER['activation_energy']} eV, transition near {PAPER['transition_K']:g} K; "
+          f"experiment: σ(300 K) = {EXPERIMENT['conductivity_300K']} mS/cm, "
+          f"Eₐ = {EXPERIMENT['activation_energy']} eV")  # fmt: skip
     print(f"{data}; {n_atoms} atoms; {elapsed:.0f} s")
-    flags = verdict_flags(doc.temperatures, doc.arrhenius)
+    flags = verdict_flags(doc.temperatures, doc.arrhenius) + (learned or {}).get("flags", [])
     results = doc.model_dump(mode="json", include={"temperatures", "activation_energy",
                              "activation_energy_error", "conductivity_300K", "plots",
                              "arrhenius"})  # fmt: skip
-    summary = {"flow_name": name, "finetuned": bool(args.train), "smooth": doc.gptff.smooth,
-               "n_atoms": n_atoms, "seconds": elapsed, "regime_activation_energies": fits,
-               "paper": PAPER, "volume_ratios": expansion, "flags": flags,
+    summary = {"flow_name": name, "finetuned": bool(args.train or args.label),
+               "smooth": doc.gptff.smooth, "n_atoms": n_atoms, "seconds": elapsed,
+               "regime_activation_energies": fits, "paper": PAPER, "experiment": EXPERIMENT,
+               "volume_ratios": expansion, "flags": flags, "learning": learned,
                **results}  # fmt: skip
     text = json.dumps(summary, indent=1, allow_nan=False)
     write_atomically(out / "summary.json", lambda path: path.write_text(text))
