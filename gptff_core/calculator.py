@@ -33,7 +33,8 @@ class GPTFFCalculator(Calculator):
     Args:
         model: registry name (``"gptff-v1"``, ``"gptff-v2"``), checkpoint path, or a loaded
             :class:`~gptff_core.model.GPTFF`.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available);
+            ``None`` (default): the CPU, or the device of a loaded network passed as ``model``.
         dtype: ``"float32"`` or ``"float64"``; ``None`` (default): float32, or the dtype of a
             loaded network passed as ``model``.
         smooth: multiply messages by C² envelopes so energy and forces are continuous at the
@@ -55,7 +56,7 @@ class GPTFFCalculator(Calculator):
     def __init__(
         self,
         model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
-        device: str = "cpu",
+        device: str | None = None,
         dtype: str | None = None,
         smooth: bool | None = None,
         bond_window: float | None = None,

@@ -243,7 +243,7 @@ def _published_state(
 def load_model(
     model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     smooth: bool | None = None,
     bond_window: float | None = None,
@@ -254,7 +254,8 @@ def load_model(
     Args:
         model: a registry name (``"gptff-v1"``, ``"gptff-v2"``), a checkpoint path (published or
             this project's format), or an already built :class:`GPTFF` (moved and cast only).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available);
+            ``None``: the CPU, or the device of a loaded network passed as ``model``.
         dtype: ``"float32"`` or ``"float64"`` (or the torch dtype); ``None``: float32, or the
             dtype of a loaded network passed as ``model``.
         smooth: multiply messages by C² envelopes at the cutoffs (see the README); ``None`` keeps
@@ -289,8 +290,11 @@ def load_model(
             metadata=raw.get("metadata", {}),
         )
     _validate_windows(network.config)
+    parameter = next(network.parameters())
     if dtype is None:
-        dtype = next(network.parameters()).dtype if isinstance(model, GPTFF) else "float32"
+        dtype = parameter.dtype if isinstance(model, GPTFF) else "float32"
+    if device is None:  # a network passed in stays where it is
+        device = parameter.device if isinstance(model, GPTFF) else "cpu"
     return network.to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
 
 

@@ -99,7 +99,7 @@ def predict(
     structures: Sequence[object] | object,
     model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
     *,
-    device: str = "cpu",
+    device: str | None = None,
     dtype: str | None = None,
     smooth: bool | None = None,
     forces: bool = True,
@@ -114,7 +114,8 @@ def predict(
     Args:
         structures: a structure or a sequence of them; positions and cells in Å.
         model: registry name, checkpoint path or a loaded :class:`GPTFF`.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``; ``None``: the CPU, or a loaded network's
+            device.
         dtype: ``"float32"`` or ``"float64"``; ``None``: float32, or a loaded network's dtype.
         smooth: envelopes at the cutoffs (``None``: the checkpoint's setting, off when published).
         forces: compute forces (eV/Å).
