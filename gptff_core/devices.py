@@ -18,6 +18,20 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     raise GPTFFInputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
 
 
+def check_device_name(device: str | torch.device) -> None:
+    """Refuse a device that is not ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or another
+    torch device name; whether it exists here is not checked (a flow built on a login node may
+    run on a GPU node)."""
+    if isinstance(device, str) and device == "auto":
+        return
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise GPTFFInputError(
+            f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}"
+        ) from error
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available, else CPU)."""
     if isinstance(device, str) and device == "auto":

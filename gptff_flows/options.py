@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gptff_core.devices import check_device_name
 from gptff_core.errors import GPTFFInputError
 from gptff_core.pretrained import DEFAULT_MODEL
 
@@ -37,6 +38,7 @@ def check_gptff_options(model: object, dtype: object, smooth: object, device: ob
         raise GPTFFInputError(f"smooth must be True, False or None, got {smooth!r}")
     if not isinstance(device, str) or not device:
         raise GPTFFInputError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    check_device_name(device)
 
 
 @dataclass(kw_only=True)

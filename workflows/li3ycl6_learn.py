@@ -165,7 +165,7 @@ def learn_maker(args, settings: dict, size: dict, temperatures: list[float], nam
         supercell=size["supercell"], iterations=size["iterations"],
         frames_per_iteration=size["frames"], committee_size=size["committee"],
         holdout_fraction=size["holdout"], recipe=dict(size["recipe"]), seed=args.seed,
-        model=args.model, dtype=args.dtype, smooth=True,
+        model=args.model, dtype=args.dtype, smooth=True, device=args.device,
     )  # fmt: skip
 
 

@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compounds", nargs="+", metavar="NAME", help="these compounds only")
     parser.add_argument("--model", default="gptff-v2")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (%(default)s)")
     parser.add_argument(
         "--smooth", action="store_true", help="C² cutoff envelopes (default: the published network)"
     )
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.submit:
         for seed, entry in enumerate(entries):
             maker = GPTFFEosMaker(name=_flow_name(entry, args), model=args.model,
-                                  dtype=args.dtype, smooth=args.smooth or None,
+                                  dtype=args.dtype, smooth=args.smooth or None, device=args.device,
                                   relax_fmax=args.fmax, linear_strain=LINEAR_STRAIN)  # fmt: skip
             flow = maker.make(unrelaxed(published_structure(entry), args.strain, seed))
             ids = submit_flow(flow, worker=args.submit, project=args.project)
@@ -226,7 +227,7 @@ def _compound_row(entry: dict, seed: int, args, store, references: dict) -> dict
     name = _flow_name(entry, args)
     error = None
     if not _fits(queries, store, name):
-        maker = GPTFFEosMaker(name=name, model=args.model, dtype=args.dtype,
+        maker = GPTFFEosMaker(name=name, model=args.model, dtype=args.dtype, device=args.device,
                               smooth=args.smooth or None, relax_fmax=args.fmax,
                               linear_strain=LINEAR_STRAIN)  # fmt: skip
         try:

@@ -174,6 +174,7 @@ def _parse(argv):
                         "fine-tuning; otherwise the published network as published)")  # fmt: skip
     parser.add_argument("--model", default="gptff-v2")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (%(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", help="job store location (default: the embedded store)")
     parser.add_argument("--submit", metavar="WORKER", help="submit to jobflow-remote instead")
@@ -296,7 +297,7 @@ def _builder(args, size: dict, labels: dict, smooth: bool, out: Path, start):
         time_step=args.timestep, n_steps=size["steps"], equilibration_steps=size["equilibration"],
         supercell=size["supercell"], seed=args.seed, model=args.model,
         finetune=bool(args.train), recipe={"epochs": args.epochs}, file_format=args.fmt,
-        dtype=args.dtype, smooth=smooth, plot_dir=str(out),
+        dtype=args.dtype, smooth=smooth, device=args.device, plot_dir=str(out),
     )  # fmt: skip
     if not args.label:
         maker.make(start, train_files=args.train, valid_files=args.valid)  # checks only

@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="out/paper_ti_strain", help="plots, summary.json")
     parser.add_argument("--model", default="gptff-v2")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (%(default)s)")
     parser.add_argument("--smooth", action="store_true",
                         help="C² cutoff envelopes (default: the published network; smooth "
                         "changes hcp Ti's c/a from 1.59 to 1.69)")  # fmt: skip
@@ -153,7 +154,8 @@ def _maker(args: argparse.Namespace, size: dict, cell_source: str, out: Path):
         max_strain=size["max_strain"], poisson=args.poisson, time_step=args.time_step,
         steps_per_strain=size["steps"], equilibration_steps=size["equilibration"],
         initial_equilibration_steps=size["initial"], snapshot_interval=size["snapshot_interval"],
-        model=args.model, dtype=args.dtype, smooth=args.smooth, plot_dir=str(out),
+        model=args.model, dtype=args.dtype, smooth=args.smooth, device=args.device,
+        plot_dir=str(out),
     )  # fmt: skip
 
 

@@ -45,7 +45,7 @@ def test_every_maker_shares_the_gptff_fields_and_keeps_name_first(maker):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("model", ""), ("dtype", "float16"), ("smooth", "yes"), ("device", "")],
+    [("model", ""), ("dtype", "float16"), ("smooth", "yes"), ("device", ""), ("device", "gpu")],
 )
 def test_a_bad_shared_field_is_refused_by_name(field, value):
     options = dict(model="gptff-v2", dtype="float32", smooth=None, device="cpu") | {field: value}
@@ -72,3 +72,10 @@ def test_require_number_and_int_accept_their_bounds():
     for bad in (2, 3.0, True):
         with pytest.raises(GPTFFInputError, match=r"^n must be an integer ≥ 3"):
             require_int("n", bad, minimum=3)
+
+
+def test_a_device_is_checked_by_name_not_by_presence():
+    """A flow built on a login node without a GPU may run on a GPU node: "cuda" is accepted
+    here (the job's calculator checks it where it runs), a typo is not."""
+    check_gptff_options("gptff-v2", "float32", None, "cuda:1")
+    check_gptff_options("gptff-v2", "float32", None, "auto")
