@@ -51,7 +51,8 @@ class GPTFFTorchSimModel(ModelInterface):
     Args:
         model: registry name (``"gptff-v1"``, ``"gptff-v2"``), checkpoint path, or a loaded
             :class:`~gptff_core.model.GPTFF` (copied, then moved and cast).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a torch device.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a torch device; ``None``:
+            the CPU, or the device of a loaded network passed as ``model``.
         dtype: ``"float32"`` or ``"float64"`` (or the torch dtype); states are evaluated in it.
             ``None``: float32, or the dtype of a loaded network passed as ``model``.
         compute_forces: return ``forces`` (TorchSim's optimizers and integrators need them).
@@ -68,7 +69,7 @@ class GPTFFTorchSimModel(ModelInterface):
         self,
         model: str | os.PathLike | GPTFF = DEFAULT_MODEL,
         *,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         compute_forces: bool = True,
         compute_stress: bool = True,
