@@ -32,13 +32,13 @@ THREE_BODY_CUTOFF = 3.5
 
 # vesin keeps pairs with d < cutoff; the network's bonds are d ≤ cutoff, so search slightly wider
 # and cut exactly afterwards.
-_SEARCH_MARGIN = 1e-6  # Å
+SEARCH_MARGIN = 1e-6  # Å
 # vesin bins space into cells about one cutoff wide and caps their number (about 1e5): a search box
 # much longer in one or two directions than in another then kills the process (SIGFPE), and atoms
 # far apart along a non-periodic direction make the search very slow. So empty gaps wider than
 # this along a non-periodic direction are narrowed before the search (bonds are unchanged: no pair
 # across such a gap is within the cutoff), and a box that is still too lopsided is refused.
-_VACUUM_GAP = 20.0  # Å
+VACUUM_GAP = 20.0  # Å
 _MAX_BIN_ASPECT = 5e4  # (product of bins per direction) / (fewest bins)³; vesin fails near 1e5
 
 
@@ -98,7 +98,7 @@ class StructureGraph:
     triplet_second: np.ndarray
 
 
-def _non_periodic_axes(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+def non_periodic_axes(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     """Orthonormal rows spanning the directions perpendicular to every periodic cell vector."""
     periodic = cell[pbc]
     if len(periodic) == 0:
@@ -106,7 +106,7 @@ def _non_periodic_axes(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     return np.linalg.svd(periodic)[2][len(periodic) :]
 
 
-def _narrow_vacuum_gaps(positions: np.ndarray, axes: np.ndarray, gap: float) -> np.ndarray:
+def narrow_vacuum_gaps(positions: np.ndarray, axes: np.ndarray, gap: float) -> np.ndarray:
     """Positions with every empty gap wider than ``gap`` (Å) along each of ``axes`` narrowed to
     ``gap``: pairs closer than ``gap`` along an axis keep their separation, farther pairs stay
     farther than ``gap``; periodic images move with their atom (the axes are perpendicular to
@@ -123,7 +123,7 @@ def _narrow_vacuum_gaps(positions: np.ndarray, axes: np.ndarray, gap: float) -> 
     return positions
 
 
-def _check_search_box(
+def check_search_box(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, axes: np.ndarray, cutoff: float
 ) -> None:
     """Refuse a search box (periodic vectors, extent of the atoms along the other directions)
@@ -154,13 +154,13 @@ def find_bonds(
     """
     pbc = np.asarray(atoms.pbc, dtype=bool)
     box = np.asarray(atoms.cell.array, dtype=np.float64)
-    axes = _non_periodic_axes(box, pbc)
+    axes = non_periodic_axes(box, pbc)
     positions = np.asarray(atoms.positions, dtype=np.float64)
-    positions = _narrow_vacuum_gaps(positions, axes, max(_VACUUM_GAP, 2.0 * cutoff))
-    _check_search_box(positions, box, pbc, axes, cutoff)
+    positions = narrow_vacuum_gaps(positions, axes, max(VACUUM_GAP, 2.0 * cutoff))
+    check_search_box(positions, box, pbc, axes, cutoff)
     if not pbc.any():
         box = np.eye(3)  # ignored by vesin without periodicity, but it needs a non-zero box
-    search = vesin.NeighborList(cutoff=cutoff + _SEARCH_MARGIN, full_list=True, sorted=True)
+    search = vesin.NeighborList(cutoff=cutoff + SEARCH_MARGIN, full_list=True, sorted=True)
     i, j, shifts, d = search.compute(positions, box, pbc.tolist(), "ijSd")
     keep = d <= cutoff
     return (
@@ -259,6 +259,24 @@ def cell_volume(atoms: Atoms) -> float:
     return float(abs(np.linalg.det(np.asarray(atoms.cell.array, dtype=np.float64))))
 
 
+def structure_list(structures: Sequence[object], caller: str) -> list[Atoms]:
+    """``structures`` as ASE Atoms; a bare structure or an empty list is refused, naming
+    ``caller``."""
+    if isinstance(structures, Atoms) or len(structures) == 0:
+        raise GPTFFInputError(f"{caller} takes a list of structures: pass at least one, as [atoms]")
+    return [as_atoms(s) for s in structures]
+
+
+def structure_labels(structures: Sequence[object], labels: Sequence[str] | None) -> list[str]:
+    """Names of ``structures`` in error messages: ``labels``, else "structure" for one and
+    "structure <index>" for several."""
+    if labels is not None:
+        return list(labels)
+    if len(structures) == 1:
+        return ["structure"]
+    return [f"structure {i}" for i in range(len(structures))]
+
+
 def build_graph(
     structures: Sequence[Atoms],
     *,
@@ -281,16 +299,9 @@ def build_graph(
     Raises:
         StructureError: for an input GPTFF cannot evaluate (see :mod:`gptff_core.validation`).
     """
-    if isinstance(structures, Atoms) or len(structures) == 0:
-        raise GPTFFInputError(
-            "build_graph takes a list of structures: pass at least one, as [atoms]"
-        )
-    structures = [as_atoms(s) for s in structures]
+    structures = structure_list(structures, "build_graph")
+    labels = structure_labels(structures, labels)
     parts = []
-    if labels is None:
-        labels = [f"structure {i}" for i in range(len(structures))]
-        if len(structures) == 1:
-            labels = ["structure"]
     for atoms, label in zip(structures, labels, strict=True):
         check_structure(atoms, label=label)
         parts.append(structure_graph(atoms, bond_cutoff, three_body_cutoff, label))
@@ -315,7 +326,7 @@ def home_positions(atoms: Atoms, part: StructureGraph) -> tuple[np.ndarray, np.n
         fractional = positions @ np.linalg.pinv(cell[pbc])
         images[:, pbc] = np.floor(fractional)
         positions = positions - images[:, pbc] @ cell[pbc]
-    axes = _non_periodic_axes(cell, pbc)
+    axes = non_periodic_axes(cell, pbc)
     if len(axes):
         positions = positions - (positions @ axes.T).mean(axis=0) @ axes
     shift = part.shift + (images[part.neighbour] - images[part.centre]).astype(np.int64)

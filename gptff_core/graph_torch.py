@@ -22,21 +22,22 @@ import torch
 from ase import Atoms
 from vesin_torch import NeighborList
 
-from gptff_core.errors import GPTFFInputError, StructureError
+from gptff_core.errors import StructureError
 from gptff_core.graph import (
-    _SEARCH_MARGIN,
-    _VACUUM_GAP,
     BOND_CUTOFF,
+    SEARCH_MARGIN,
     THREE_BODY_CUTOFF,
+    VACUUM_GAP,
     Graph,
-    _check_search_box,
-    _narrow_vacuum_gaps,
-    _non_periodic_axes,
     cell_volume,
+    check_search_box,
+    narrow_vacuum_gaps,
+    non_periodic_axes,
+    structure_labels,
+    structure_list,
 )
 from gptff_core.validation import (
     MIN_INTERATOMIC_DISTANCE,
-    as_atoms,
     check_min_distance,
     check_structure,
 )
@@ -63,7 +64,7 @@ def bonds_torch(
     pbc = [bool(p) for p in pbc]
     if not any(pbc):
         cell = torch.eye(3, dtype=positions.dtype, device=positions.device)
-    search = NeighborList(cutoff=cutoff + _SEARCH_MARGIN, full_list=True, sorted=True)
+    search = NeighborList(cutoff=cutoff + SEARCH_MARGIN, full_list=True, sorted=True)
     periodic = torch.tensor(pbc, dtype=torch.bool, device=positions.device)
     i, j, shifts, d = search.compute(positions, cell, periodic, "ijSd")
     keep = d <= cutoff
@@ -104,12 +105,12 @@ def search_positions(atoms: Atoms, cutoff: float, label: str) -> np.ndarray:
     unchanged); refuses a box too lopsided for vesin (host work, O(N log N))."""
     pbc = np.asarray(atoms.pbc, dtype=bool)
     box = np.asarray(atoms.cell.array, dtype=np.float64)
-    axes = _non_periodic_axes(box, pbc)
+    axes = non_periodic_axes(box, pbc)
     positions = np.asarray(atoms.positions, dtype=np.float64)
     if len(axes):
-        positions = _narrow_vacuum_gaps(positions, axes, max(_VACUUM_GAP, 2.0 * cutoff))
+        positions = narrow_vacuum_gaps(positions, axes, max(VACUUM_GAP, 2.0 * cutoff))
     try:
-        _check_search_box(positions, box, pbc, axes, cutoff)
+        check_search_box(positions, box, pbc, axes, cutoff)
     except StructureError as error:
         raise StructureError(f"{label}: {error}") from None
     return positions
@@ -134,7 +135,7 @@ def home_positions_torch(
         full = torch.zeros(len(positions), 3, dtype=_INDEX, device=device)
         full[:, axis_of] = images.to(_INDEX)
         shift = shift + full[neighbour] - full[centre]
-    axes = _non_periodic_axes(cell_np, pbc)
+    axes = non_periodic_axes(cell_np, pbc)
     if len(axes):
         axes_t = torch.as_tensor(np.ascontiguousarray(axes), device=device)
         positions = positions - (positions @ axes_t.T).mean(dim=0) @ axes_t
@@ -155,14 +156,6 @@ def _check_shortest(
         check_min_distance(atoms, i.cpu().numpy(), j.cpu().numpy(), d.cpu().numpy(), label)
 
 
-def _labels(structures: Sequence[object], labels: Sequence[str] | None) -> list[str]:
-    if labels is not None:
-        return list(labels)
-    if len(structures) == 1:
-        return ["structure"]
-    return [f"structure {i}" for i in range(len(structures))]
-
-
 def build_graph_torch(
     structures: Sequence[Atoms],
     *,
@@ -180,12 +173,8 @@ def build_graph_torch(
         GPTFFInputError: ``structures`` is not a non-empty list.
         StructureError: for an input GPTFF cannot evaluate (as ``build_graph``).
     """
-    if isinstance(structures, Atoms) or len(structures) == 0:
-        raise GPTFFInputError(
-            "build_graph_torch takes a list of structures: pass at least one, as [atoms]"
-        )
-    structures = [as_atoms(s) for s in structures]
-    labels = _labels(structures, labels)
+    structures = structure_list(structures, "build_graph_torch")
+    labels = structure_labels(structures, labels)
     device = torch.device(device)
     parts = []
     for atoms, label in zip(structures, labels, strict=True):
