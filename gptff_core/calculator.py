@@ -18,7 +18,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from gptff_core.checkpoint import load_model
 from gptff_core.evaluate import evaluate, require_finite
-from gptff_core.graph import build_graph
+from gptff_core.graph import Graph, build_graph
 from gptff_core.model import GPTFF
 from gptff_core.neighbours import VerletGraphBuilder
 from gptff_core.pretrained import DEFAULT_MODEL
@@ -84,19 +84,28 @@ class GPTFFCalculator(Calculator):
         system_changes: list[str] = all_changes,
     ) -> None:
         super().calculate(atoms, properties, system_changes)
+        self.results = self.results_for(self.graph_of(self.atoms), self.atoms)
+
+    def graph_of(self, atoms: Atoms) -> Graph:
+        """The graph of ``atoms`` in this calculator's dtype and on its device (with ``skin``,
+        the neighbour list is reused while no atom moved more than half of it)."""
         if self.graph_builder is None:
-            graph = build_graph([self.atoms], dtype=self._dtype, device=self._device)
-        else:
-            graph = self.graph_builder.build(self.atoms, dtype=self._dtype, device=self._device)
+            return build_graph([atoms], dtype=self._dtype, device=self._device)
+        return self.graph_builder.build(atoms, dtype=self._dtype, device=self._device)
+
+    def results_for(self, graph: Graph, atoms: Atoms) -> dict:
+        """ASE results of this network on ``graph`` (of ``atoms``): energy (eV), forces (eV/Å)
+        and, for a cell with a volume, stress (Voigt, eV/Å³, ASE sign)."""
         has_volume = bool(graph.volumes[0] > 0)
         result = evaluate(self.model, graph, forces=True, stress=has_volume)
-        require_finite(result, graph, [self.atoms.get_chemical_formula()])
+        require_finite(result, graph, [atoms.get_chemical_formula()])
         energy = float(result.energy[0])
-        self.results = {
+        results = {
             "energy": energy,
             "free_energy": energy,
             "forces": result.forces.cpu().numpy().astype(np.float64),
         }
         if result.stress is not None:
             stress = result.stress[0].cpu().numpy().astype(np.float64)
-            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+            results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        return results

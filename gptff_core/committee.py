@@ -135,12 +135,13 @@ class CommitteeCalculator(Calculator):
         system_changes: list[str] = all_changes,
     ) -> None:
         super().calculate(atoms, properties, system_changes)
+        graph = self.members[0].graph_of(self.atoms)  # one graph: same cutoffs, dtype, device
         energies, forces, stresses = [], [], []
         for member in self.members:
-            member.calculate(self.atoms, ["energy", "forces", "stress"], system_changes)
-            energies.append(member.results["energy"])
-            forces.append(member.results["forces"])
-            stresses.append(member.results.get("stress"))
+            results = member.results_for(graph, self.atoms)
+            energies.append(results["energy"])
+            forces.append(results["forces"])
+            stresses.append(results.get("stress"))
         forces_std = force_disagreement(np.stack(forces))
         energy = float(np.mean(energies))
         self.results = {
