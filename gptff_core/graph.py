@@ -14,6 +14,7 @@ structure index.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -277,6 +278,20 @@ def structure_labels(structures: Sequence[object], labels: Sequence[str] | None)
     return [f"structure {i}" for i in range(len(structures))]
 
 
+def builds_on_device(device: torch.device | str) -> bool:
+    """Whether graphs for ``device`` are built there in torch (:mod:`gptff_core.graph_torch`)
+    rather than on the host in numpy: on every device but the CPU, where numpy is faster. The
+    environment variable ``GPTFF_GRAPH_BUILDER`` = ``torch`` or ``numpy`` forces one builder
+    everywhere (both give the same graph; for tests and benchmarks), ``auto`` or unset decides
+    by device."""
+    choice = os.environ.get("GPTFF_GRAPH_BUILDER", "auto")
+    if choice not in ("auto", "torch", "numpy"):
+        raise GPTFFInputError(f"GPTFF_GRAPH_BUILDER must be auto, torch or numpy, got {choice!r}")
+    if choice == "auto":
+        return torch.device(device).type != "cpu"
+    return choice == "torch"
+
+
 def build_graph(
     structures: Sequence[Atoms],
     *,
@@ -296,9 +311,24 @@ def build_graph(
         three_body_cutoff: Å.
         labels: names of the structures in error messages (default: "structure <index>").
 
+    On the CPU the search and triplets run in numpy/vesin; on any other device the graph is built
+    there, by :func:`gptff_core.graph_torch.build_graph_torch` (the same bonds and triplets); see
+    :func:`builds_on_device`.
+
     Raises:
         StructureError: for an input GPTFF cannot evaluate (see :mod:`gptff_core.validation`).
     """
+    if builds_on_device(device):
+        from gptff_core.graph_torch import build_graph_torch  # imports this module
+
+        return build_graph_torch(
+            structures,
+            dtype=dtype,
+            device=device,
+            bond_cutoff=bond_cutoff,
+            three_body_cutoff=three_body_cutoff,
+            labels=labels,
+        )
     structures = structure_list(structures, "build_graph")
     labels = structure_labels(structures, labels)
     parts = []

@@ -142,11 +142,12 @@ def home_positions_torch(
     return positions, shift
 
 
-def _check_shortest(
+def check_shortest_torch(
     structures: list[Atoms], parts: list[tuple[torch.Tensor, ...]], labels: Sequence[str]
 ) -> None:
-    """One reduction (one host sync) over all bonds; on failure the host check of the offending
-    structure raises the CPU builder's message."""
+    """Refuse bonds shorter than the minimum interatomic distance with one reduction (one host
+    sync) over the bonds ``(i, j, S, d)`` of every structure; on failure the host check of the
+    offending structure raises the CPU builder's message."""
     lengths = [part[3] for part in parts if part[3].numel()]
     if not lengths:
         return
@@ -154,6 +155,27 @@ def _check_shortest(
         return
     for atoms, (i, j, _, d), label in zip(structures, parts, labels, strict=True):
         check_min_distance(atoms, i.cpu().numpy(), j.cpu().numpy(), d.cpu().numpy(), label)
+
+
+def structure_bonds_torch(
+    atoms: Atoms, label: str, device: torch.device, bond_cutoff: float = BOND_CUTOFF
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check one structure (as :func:`~gptff_core.validation.check_structure`) and return its
+    bonds ``(i, j, S, d)`` (≤ ``bond_cutoff``, Å) on ``device``, as :func:`bonds_torch`; the
+    shortest bond is not checked here (see :func:`check_shortest_torch`)."""
+    check_structure(atoms, label=label)
+    points = torch.as_tensor(search_positions(atoms, bond_cutoff, label), device=device)
+    cell = torch.as_tensor(np.asarray(atoms.cell.array, dtype=np.float64), device=device)
+    return bonds_torch(points, cell, atoms.pbc, bond_cutoff)
+
+
+def triplet_count_torch(
+    centre: torch.Tensor, length: torch.Tensor, cutoff: float = THREE_BODY_CUTOFF
+) -> int:
+    """Number of triplets :func:`triplets_torch` gives for these bonds (one host sync): Σ n(n−1)
+    over centres with n bonds ≤ ``cutoff`` (Å)."""
+    per_centre = torch.bincount(centre[length <= cutoff])
+    return int((per_centre * (per_centre - 1)).sum())
 
 
 def build_graph_torch(
@@ -176,24 +198,24 @@ def build_graph_torch(
     structures = structure_list(structures, "build_graph_torch")
     labels = structure_labels(structures, labels)
     device = torch.device(device)
-    parts = []
-    for atoms, label in zip(structures, labels, strict=True):
-        check_structure(atoms, label=label)
-        points = torch.as_tensor(search_positions(atoms, bond_cutoff, label), device=device)
-        cell = torch.as_tensor(np.asarray(atoms.cell.array, dtype=np.float64), device=device)
-        parts.append(bonds_torch(points, cell, atoms.pbc, bond_cutoff))
-    _check_shortest(structures, parts, labels)
-    return _stack(structures, parts, dtype, device, three_body_cutoff)
+    parts = [
+        structure_bonds_torch(atoms, label, device, bond_cutoff)
+        for atoms, label in zip(structures, labels, strict=True)
+    ]
+    check_shortest_torch(structures, parts, labels)
+    return stack_graphs_torch(structures, parts, dtype, device, three_body_cutoff)
 
 
-def _stack(
+def stack_graphs_torch(
     structures: list[Atoms],
     parts: list[tuple[torch.Tensor, ...]],
     dtype: torch.dtype,
     device: torch.device,
-    three_body_cutoff: float,
+    three_body_cutoff: float = THREE_BODY_CUTOFF,
 ) -> Graph:
-    """Triplets, homed positions and offsets of every structure, concatenated on ``device``."""
+    """The :class:`Graph` of checked structures from their bonds ``(i, j, S, d)`` on ``device``
+    (as :func:`structure_bonds_torch` gives them): triplets (≤ ``three_body_cutoff``, Å), homed
+    positions and offsets of every structure, concatenated."""
     columns: dict[str, list[torch.Tensor]] = {k: [] for k in ("i", "j", "S", "r", "s", "a", "b")}
     atom_offset = bond_offset = short_offset = 0
     for atoms, (i, j, shift, length) in zip(structures, parts, strict=True):

@@ -38,9 +38,11 @@ from gptff_core.graph import (
     BOND_CUTOFF,
     THREE_BODY_CUTOFF,
     Graph,
+    builds_on_device,
     find_bonds,
     graph_from_bonds,
 )
+from gptff_core.graph_torch import check_shortest_torch, stack_graphs_torch
 from gptff_core.validation import as_atoms, check_structure
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class VerletGraphBuilder:
         # every atom's images (atom-major): faster than a (pairs × 3) @ (3 × 3) product per step.
         self._distinct_shifts = np.zeros((0, 3))
         self._image = np.zeros(0, dtype=np.int64)
+        self._on_device: tuple | None = None  # (device, the same arrays there)
 
     def build(
         self,
@@ -105,6 +108,8 @@ class VerletGraphBuilder:
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
         if self._needs_search(atoms, positions, cell):
             self._search(atoms, positions, cell)
+        if builds_on_device(device):
+            return self._device_graph(atoms, positions, cell, dtype, torch.device(device))
         images = positions[:, None, :] + (self._distinct_shifts @ cell)[None]
         vectors = images.reshape(-1, 3)[self._image] - positions[self._centre]
         length = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
@@ -119,6 +124,29 @@ class VerletGraphBuilder:
             device=device,
             three_body_cutoff=self.three_body_cutoff,
         )
+
+    def _device_graph(
+        self,
+        atoms: Atoms,
+        positions: np.ndarray,
+        cell: np.ndarray,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> Graph:
+        """:meth:`build`'s graph with the candidate lengths, bonds, triplets and stacking in torch
+        on ``device``; the candidate pairs are uploaded once per neighbour search."""
+        if self._on_device is None or self._on_device[0] != device:
+            arrays = (self._centre, self._neighbour, self._shift, self._image)
+            shifts = torch.as_tensor(self._distinct_shifts, dtype=torch.float64, device=device)
+            self._on_device = (device, *(torch.as_tensor(a, device=device) for a in arrays), shifts)
+        _, centre, neighbour, shift, image, distinct_shifts = self._on_device
+        r = torch.as_tensor(positions, device=device)
+        images = r[:, None, :] + (distinct_shifts @ torch.as_tensor(cell, device=device))[None]
+        length = torch.linalg.vector_norm(images.reshape(-1, 3)[image] - r[centre], dim=1)
+        bond = length <= self.bond_cutoff
+        part = (centre[bond], neighbour[bond], shift[bond], length[bond])
+        check_shortest_torch([atoms], [part], ["structure"])
+        return stack_graphs_torch([atoms], [part], dtype, device, self.three_body_cutoff)
 
     def _needs_search(self, atoms: Atoms, positions: np.ndarray, cell: np.ndarray) -> bool:
         """Whether a pair outside the candidate list may now be a bond (or the atoms changed)."""
@@ -148,5 +176,6 @@ class VerletGraphBuilder:
         self._positions = positions.copy()
         self._cell = cell.copy()
         self._cell_inverse = np.linalg.pinv(cell[self._pbc])
+        self._on_device = None
         self.n_rebuilds += 1
         logger.debug("neighbour search %d: %d candidate pairs", self.n_rebuilds, self._centre.size)

@@ -25,9 +25,15 @@ from gptff_core.graph import (
     BOND_CUTOFF,
     THREE_BODY_CUTOFF,
     Graph,
-    StructureGraph,
+    builds_on_device,
     stack_graphs,
     structure_graph,
+)
+from gptff_core.graph_torch import (
+    check_shortest_torch,
+    stack_graphs_torch,
+    structure_bonds_torch,
+    triplet_count_torch,
 )
 from gptff_core.model import GPTFF
 from gptff_core.pretrained import DEFAULT_MODEL
@@ -163,31 +169,46 @@ def _batched_graphs(
 ) -> Iterator[tuple[list[int], Graph]]:
     """Consecutive groups of ``atoms_list`` within ``limits`` (atoms, bonds ≤ 5 Å, triplets ≤
     3.5 Å) with their stacked graph. Each structure's graph is built when the batcher reads its
-    size: at most one structure ahead of the batch being evaluated, so memory stays bounded."""
-    parts: dict[int, StructureGraph] = {}  # graphs built and not yet stacked
+    size: at most one structure ahead of the batch being evaluated, so memory stays bounded. On
+    the CPU the graphs are built in numpy; on another device in torch there."""
+    on_device = builds_on_device(device)
+    parts: dict[int, object] = {}  # graphs (CPU) or bonds (device) built and not yet stacked
 
     def sizes() -> Iterator[tuple[int, int, int]]:
         """(atoms, bonds, triplets) of each structure, its graph built as it is read."""
         for index, atoms in enumerate(atoms_list):
-            part = structure_graph(atoms, BOND_CUTOFF, THREE_BODY_CUTOFF, f"structure {index}")
+            label = f"structure {index}"
+            if on_device:
+                part = structure_bonds_torch(atoms, label, device)
+                check_shortest_torch([atoms], [part], [label])
+                counts = part[0].numel(), triplet_count_torch(part[0], part[3])
+            else:
+                part = structure_graph(atoms, BOND_CUTOFF, THREE_BODY_CUTOFF, label)
+                counts = part.centre.size, part.triplet_first.size
             parts[index] = part
-            yield len(atoms), part.centre.size, part.triplet_first.size
+            yield len(atoms), *counts
 
+    stack = stack_graphs_torch if on_device else stack_graphs
     for group in batches_by_size(sizes(), limits):
         atoms = [atoms_list[i] for i in group]
-        yield group, stack_graphs(atoms, [parts.pop(i) for i in group], dtype, device)
+        yield group, stack(atoms, [parts.pop(i) for i in group], dtype, device)
 
 
 def _store(result: Prediction, graph: Graph, group: list[int], predictions: Predictions) -> None:
     """Copy a batch's energies (eV), forces (eV/Å) and stresses (eV/Å³) into ``predictions``
     (float64, at the structures' input indices ``group``); forces and stresses only where
-    ``predictions`` holds lists for them, a stress only for a cell with a volume."""
-    split_forces = None
+    ``predictions`` holds lists for them, a stress only for a cell with a volume. Each array
+    leaves the device once per batch, not once per structure."""
+    energies = result.energy.detach().to("cpu", torch.float64).numpy()
+    predictions.energies[group] = energies
     if predictions.forces is not None:
-        split_forces = torch.split(result.forces, graph.atoms_per_structure.tolist())
-    for slot, index in enumerate(group):
-        predictions.energies[index] = result.energy[slot].item()
-        if split_forces is not None:
-            predictions.forces[index] = split_forces[slot].cpu().numpy().astype(np.float64)
-        if predictions.stresses is not None and bool(result.has_stress[slot]):
-            predictions.stresses[index] = result.stress[slot].cpu().numpy().astype(np.float64)
+        forces = result.forces.detach().to("cpu", torch.float64, copy=True).numpy()
+        ends = np.cumsum(graph.atoms_per_structure.cpu().numpy())
+        for index, block in zip(group, np.split(forces, ends[:-1]), strict=True):
+            predictions.forces[index] = block
+    if predictions.stresses is not None:
+        stresses = result.stress.detach().to("cpu", torch.float64, copy=True).numpy()
+        has_stress = result.has_stress.cpu().numpy()
+        for slot, index in enumerate(group):
+            if has_stress[slot]:
+                predictions.stresses[index] = stresses[slot]
