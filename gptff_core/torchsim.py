@@ -60,9 +60,10 @@ class GPTFFTorchSimModel(ModelInterface):
         smooth: multiply messages by C² envelopes at the cutoffs, which MD and relaxations
             benefit from (``None``: the checkpoint's setting, off for the published networks).
 
-    The neighbour list is built on the CPU from each system (through ASE Atoms, as in
-    :class:`~gptff_core.calculator.GPTFFCalculator`); the energy is then evaluated at the state's
-    positions (moved into the cell by lattice vectors) and cell on the model's device.
+    Each system is checked through ASE Atoms (a host copy of the positions), and its graph is
+    built where the network runs (:func:`~gptff_core.graph.build_graph`: numpy on the CPU, torch
+    on any other device); the energy is then evaluated at the state's positions (moved into the
+    cell by lattice vectors) and cell on the model's device.
     """
 
     def __init__(
