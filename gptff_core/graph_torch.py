@@ -15,7 +15,7 @@ shortest bond of the whole batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -143,18 +143,20 @@ def home_positions_torch(
 
 
 def check_shortest_torch(
-    structures: list[Atoms], parts: list[tuple[torch.Tensor, ...]], labels: Sequence[str]
+    parts: Sequence[tuple[torch.Tensor, ...]],
+    labels: Sequence[str],
+    atoms_of: Callable[[int], Atoms],
 ) -> None:
     """Refuse bonds shorter than the minimum interatomic distance with one reduction (one host
     sync) over the bonds ``(i, j, S, d)`` of every structure; on failure the host check of the
-    offending structure raises the CPU builder's message."""
+    offending structure (``atoms_of(k)`` gives structure k) raises the CPU builder's message."""
     lengths = [part[3] for part in parts if part[3].numel()]
-    if not lengths:
+    if not lengths or float(torch.cat(lengths).min()) >= MIN_INTERATOMIC_DISTANCE:
         return
-    if float(torch.cat(lengths).min()) >= MIN_INTERATOMIC_DISTANCE:
-        return
-    for atoms, (i, j, _, d), label in zip(structures, parts, labels, strict=True):
-        check_min_distance(atoms, i.cpu().numpy(), j.cpu().numpy(), d.cpu().numpy(), label)
+    for k, ((i, j, _, d), label) in enumerate(zip(parts, labels, strict=True)):
+        if d.numel() and float(d.min()) < MIN_INTERATOMIC_DISTANCE:
+            numpy = (t.cpu().numpy() for t in (i, j, d))
+            check_min_distance(atoms_of(k), *numpy, label)
 
 
 def structure_bonds_torch(
@@ -202,7 +204,7 @@ def build_graph_torch(
         structure_bonds_torch(atoms, label, device, bond_cutoff)
         for atoms, label in zip(structures, labels, strict=True)
     ]
-    check_shortest_torch(structures, parts, labels)
+    check_shortest_torch(parts, labels, structures.__getitem__)
     return stack_graphs_torch(structures, parts, dtype, device, three_body_cutoff)
 
 
@@ -216,11 +218,36 @@ def stack_graphs_torch(
     """The :class:`Graph` of checked structures from their bonds ``(i, j, S, d)`` on ``device``
     (as :func:`structure_bonds_torch` gives them): triplets (≤ ``three_body_cutoff``, Å), homed
     positions and offsets of every structure, concatenated."""
+    homed = []
+    for atoms, (i, j, shift, length) in zip(structures, parts, strict=True):
+        positions, shift = home_positions_torch(atoms, i, j, shift)
+        homed.append((positions, (i, j, shift, length)))
+    cells = torch.as_tensor(
+        np.stack([np.asarray(a.cell.array, dtype=np.float64) for a in structures]), device=device
+    )
+    numbers = torch.as_tensor(
+        np.concatenate([np.asarray(a.numbers, dtype=np.int64) for a in structures]), device=device
+    )
+    volumes = torch.tensor([cell_volume(a) for a in structures], dtype=torch.float64)
+    return stack_homed_torch(homed, cells, numbers, volumes.to(device), dtype, three_body_cutoff)
+
+
+def stack_homed_torch(
+    homed: list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]],
+    cells: torch.Tensor,
+    numbers: torch.Tensor,
+    volumes: torch.Tensor,
+    dtype: torch.dtype,
+    three_body_cutoff: float = THREE_BODY_CUTOFF,
+) -> Graph:
+    """One :class:`Graph` from each structure's homed positions (Å) and bonds ``(i, j, S, d)``
+    (shifts already homed), with ``cells`` (B, 3, 3) rows in Å, ``numbers`` (N,) and ``volumes``
+    (B,) Å³, all on one device: triplets (≤ ``three_body_cutoff``, Å) and offsets added."""
+    device = cells.device
     columns: dict[str, list[torch.Tensor]] = {k: [] for k in ("i", "j", "S", "r", "s", "a", "b")}
     atom_offset = bond_offset = short_offset = 0
-    for atoms, (i, j, shift, length) in zip(structures, parts, strict=True):
+    for positions, (i, j, shift, length) in homed:
         short, first, second = triplets_torch(i, length, three_body_cutoff)
-        positions, shift = home_positions_torch(atoms, i, j, shift)
         for key, value in zip(
             "ijSrsab",
             (i + atom_offset, j + atom_offset, shift, positions, short + bond_offset,
@@ -228,23 +255,15 @@ def stack_graphs_torch(
             strict=True,
         ):  # fmt: skip
             columns[key].append(value)
-        atom_offset += len(atoms)
+        atom_offset += len(positions)
         bond_offset += i.numel()
         short_offset += short.numel()
-    counts = torch.tensor([len(atoms) for atoms in structures], dtype=_INDEX, device=device)
-    cells = torch.as_tensor(
-        np.stack([np.asarray(a.cell.array, dtype=np.float64) for a in structures]), device=device
-    )
+    counts = torch.tensor([len(positions) for positions, _ in homed], dtype=_INDEX, device=device)
     return Graph(
-        numbers=torch.as_tensor(
-            np.concatenate([np.asarray(a.numbers, dtype=np.int64) for a in structures]),
-            device=device,
-        ),
+        numbers=numbers,
         positions=torch.cat(columns["r"]).to(dtype),
         cells=cells.to(dtype),
-        atom_structure=torch.repeat_interleave(
-            torch.arange(len(structures), device=device), counts
-        ),
+        atom_structure=torch.repeat_interleave(torch.arange(len(homed), device=device), counts),
         atoms_per_structure=counts,
         bond_centre=torch.cat(columns["i"]),
         bond_neighbour=torch.cat(columns["j"]),
@@ -252,5 +271,5 @@ def stack_graphs_torch(
         short_bonds=torch.cat(columns["s"]),
         triplet_first=torch.cat(columns["a"]),
         triplet_second=torch.cat(columns["b"]),
-        volumes=torch.tensor([cell_volume(a) for a in structures], dtype=dtype, device=device),
+        volumes=volumes.to(dtype),
     )

@@ -145,7 +145,7 @@ class VerletGraphBuilder:
         length = torch.linalg.vector_norm(images.reshape(-1, 3)[image] - r[centre], dim=1)
         bond = length <= self.bond_cutoff
         part = (centre[bond], neighbour[bond], shift[bond], length[bond])
-        check_shortest_torch([atoms], [part], ["structure"])
+        check_shortest_torch([part], ["structure"], lambda _: atoms)
         return stack_graphs_torch([atoms], [part], dtype, device, self.three_body_cutoff)
 
     def _needs_search(self, atoms: Atoms, positions: np.ndarray, cell: np.ndarray) -> bool:

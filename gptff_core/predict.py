@@ -180,7 +180,7 @@ def _batched_graphs(
             label = f"structure {index}"
             if on_device:
                 part = structure_bonds_torch(atoms, label, device)
-                check_shortest_torch([atoms], [part], [label])
+                check_shortest_torch([part], [label], lambda _, atoms=atoms: atoms)
                 counts = part[0].numel(), triplet_count_torch(part[0], part[3])
             else:
                 part = structure_graph(atoms, BOND_CUTOFF, THREE_BODY_CUTOFF, label)

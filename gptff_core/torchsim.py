@@ -38,10 +38,11 @@ from torch_sim.typing import StateDict
 from gptff_core.checkpoint import load_model
 from gptff_core.errors import GPTFFInputError
 from gptff_core.evaluate import evaluate, require_finite
-from gptff_core.graph import build_graph
+from gptff_core.graph import Graph, build_graph, builds_on_device
 from gptff_core.model import GPTFF
 from gptff_core.pretrained import DEFAULT_MODEL
 from gptff_core.relax import RelaxResult, check_options, has_volume
+from gptff_core.state_graph import PeriodicGraphBuilder
 from gptff_core.validation import as_atoms
 
 
@@ -60,10 +61,11 @@ class GPTFFTorchSimModel(ModelInterface):
         smooth: multiply messages by C² envelopes at the cutoffs, which MD and relaxations
             benefit from (``None``: the checkpoint's setting, off for the published networks).
 
-    Each system is checked through ASE Atoms (a host copy of the positions), and its graph is
-    built where the network runs (:func:`~gptff_core.graph.build_graph`: numpy on the CPU, torch
-    on any other device); the energy is then evaluated at the state's positions (moved into the
-    cell by lattice vectors) and cell on the model's device.
+    On the CPU each system's graph is built in numpy through ASE Atoms; on any other device a
+    periodic state's graph is built there from its tensors
+    (:class:`~gptff_core.state_graph.PeriodicGraphBuilder`, no host copy of the positions), and a
+    non-periodic one through Atoms with the torch builder. The energy is evaluated at the state's
+    positions (moved into the cell by lattice vectors) and cell on the model's device.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class GPTFFTorchSimModel(ModelInterface):
         self._dtype = parameter.dtype
         self._compute_forces = compute_forces
         self._compute_stress = compute_stress
+        self._periodic = PeriodicGraphBuilder()
 
     def forward(self, state: ts.SimState | StateDict, **_) -> dict[str, torch.Tensor]:
         """Evaluate every system of ``state`` in one batched pass.
@@ -103,16 +106,7 @@ class GPTFFTorchSimModel(ModelInterface):
         if isinstance(state, dict):
             masses = torch.ones_like(state["positions"][:, 0])
             state = ts.SimState(**state, masses=masses)
-        graph = build_graph(
-            ts.io.state_to_atoms(state),
-            dtype=self._dtype,
-            device=self._device,
-            labels=[f"system {i}" for i in range(state.n_systems)],
-        )
-        # the graph's positions are the state's moved into the cell (see home_positions)
-        graph = replace(
-            graph, cells=state.row_vector_cell.detach().to(device=self._device, dtype=self._dtype)
-        )
+        graph = self._graph(state)
         result = evaluate(
             self.model, graph, forces=self._compute_forces, stress=self._compute_stress
         )
@@ -123,6 +117,26 @@ class GPTFFTorchSimModel(ModelInterface):
         if self._compute_stress:
             output["stress"] = result.stress
         return output
+
+    def _graph(self, state: ts.SimState) -> Graph:
+        """The state's graph on the model's device: built there from the state's tensors when
+        graphs are built on the device and every direction is periodic, else through Atoms."""
+        labels = [f"system {i}" for i in range(state.n_systems)]
+        if builds_on_device(self._device) and state.pbc:
+            return self._periodic.build(
+                state.positions.to(self._device),
+                state.row_vector_cell.to(self._device),
+                state.atomic_numbers.to(self._device),
+                state.n_atoms_per_system.tolist(),
+                dtype=self._dtype,
+                labels=labels,
+            )
+        atoms = ts.io.state_to_atoms(state)
+        graph = build_graph(atoms, dtype=self._dtype, device=self._device, labels=labels)
+        # the graph's positions are the state's moved into the cell (see home_positions)
+        return replace(
+            graph, cells=state.row_vector_cell.detach().to(device=self._device, dtype=self._dtype)
+        )
 
 
 def relax_batch(

@@ -78,10 +78,17 @@ def check_structure(atoms: Atoms, label: str = "structure") -> None:
     check_ordered(atoms, label)
     if not np.isfinite(atoms.positions).all():
         raise StructureError(f"{label}: positions contain NaN or infinity")
-    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    check_cell(np.asarray(atoms.cell.array, dtype=np.float64), np.asarray(atoms.pbc), label)
+
+
+def check_cell(cell: np.ndarray, pbc: np.ndarray, label: str = "structure") -> None:
+    """Refuse a cell (rows = lattice vectors, Å) with NaN or infinity, a zero or linearly dependent
+    periodic vector, or a lattice vector shorter than :data:`MIN_INTERATOMIC_DISTANCE` (an atom
+    on its own image); ``pbc`` (3,) bools."""
+    cell = np.asarray(cell, dtype=np.float64)
+    pbc = np.asarray(pbc, dtype=bool)
     if not np.isfinite(cell).all():
         raise StructureError(f"{label}: the cell contains NaN or infinity")
-    pbc = np.asarray(atoms.pbc, dtype=bool)
     if pbc.any():
         periodic = cell[pbc]
         lengths = np.linalg.norm(periodic, axis=1)
