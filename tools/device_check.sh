@@ -14,6 +14,6 @@ export PYTHONPATH=/tmp/site:$PWD GPTFF_MODEL_DIR=$PWD/.models PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -k cuda \
   tests/core/test_graph_torch.py tests/core/test_device_path.py tests/core/test_devices.py \
-  tests/core/test_fused.py tests/core/test_triplets.py 2>&1 | tee "$OUT/cuda_tests.txt"
+  tests/core/test_state_graph.py tests/core/test_fused.py tests/core/test_triplets.py 2>&1 | tee "$OUT/cuda_tests.txt"
 timeout 60 python3 benchmarks/graph_builders.py --repeats 20 2>&1 | tee "$OUT/graph_builders.jsonl"
 timeout 300 python3 benchmarks/gpu.py --device cuda --max-seconds 20 2>&1 | tee "$OUT/gpu.jsonl"
