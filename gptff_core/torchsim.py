@@ -214,14 +214,13 @@ def _run_fire(
     n_steps = [0] * len(active)
     results: list[RelaxResult | None] = [None] * len(active)
     for step in range(steps + 1):
-        largest = _largest_forces(state, relax_cell)
-        converged = largest < fmax
-        finished = converged | (step == steps)
-        for local in torch.nonzero(finished).flatten().tolist():
+        converged = (_largest_forces(state, relax_cell) < fmax).tolist()  # one sync per step
+        finished = [done or step == steps for done in converged]
+        for local in (k for k, done in enumerate(finished) if done):
             index = active[local]
             results[index] = _result(state[local], model, initial_energy[index], n_steps[index],
-                                     bool(converged[local]), relax_cell)  # fmt: skip
-        remaining = torch.nonzero(~finished).flatten().tolist()
+                                     converged[local], relax_cell)  # fmt: skip
+        remaining = [k for k, done in enumerate(finished) if not done]
         if not remaining:
             break
         if len(remaining) < len(active):
