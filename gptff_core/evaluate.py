@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gptff_core.errors import ComputationError
@@ -99,3 +100,38 @@ def require_finite(result: Prediction, graph: Graph, labels: Sequence[str] | Non
         "checkpoint may be damaged (a path is not sha256-checked; `gptff models --verify` checks "
         "the published ones) or the structure is far outside what the network knows"
     )
+
+
+@dataclass
+class HostResults:
+    """One batch's results per structure, float64 numpy, each array copied off the device once.
+
+    Attributes:
+        energies: (B,) eV.
+        forces: one (n_atoms, 3) array per structure, eV/Å (None if not computed).
+        stresses: one (3, 3) array per structure, eV/Å³, ASE sign, None for a structure whose
+            cell has no volume (None if not computed).
+    """
+
+    energies: np.ndarray
+    forces: list[np.ndarray] | None
+    stresses: list[np.ndarray | None] | None
+
+
+def to_host(result: Prediction, graph: Graph) -> HostResults:
+    """``result`` (of ``graph``) split per structure on the host, with one device-to-host copy
+    per array rather than one per structure."""
+
+    def host(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().to("cpu", torch.float64, copy=True).numpy()
+
+    forces = stresses = None
+    if result.forces is not None:
+        ends = np.cumsum(graph.atoms_per_structure.cpu().numpy())[:-1]
+        forces = np.split(host(result.forces), ends)
+    if result.stress is not None:
+        has_stress = result.has_stress.cpu().numpy()
+        stresses = [
+            s if ok else None for s, ok in zip(host(result.stress), has_stress, strict=True)
+        ]
+    return HostResults(host(result.energy), forces, stresses)

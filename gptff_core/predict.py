@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from gptff_core.checkpoint import load_model
 from gptff_core.errors import GPTFFInputError
-from gptff_core.evaluate import Prediction, evaluate, require_finite
+from gptff_core.evaluate import Prediction, evaluate, require_finite, to_host
 from gptff_core.graph import (
     BOND_CUTOFF,
     THREE_BODY_CUTOFF,
@@ -197,18 +197,11 @@ def _batched_graphs(
 def _store(result: Prediction, graph: Graph, group: list[int], predictions: Predictions) -> None:
     """Copy a batch's energies (eV), forces (eV/Å) and stresses (eV/Å³) into ``predictions``
     (float64, at the structures' input indices ``group``); forces and stresses only where
-    ``predictions`` holds lists for them, a stress only for a cell with a volume. Each array
-    leaves the device once per batch, not once per structure."""
-    energies = result.energy.detach().to("cpu", torch.float64).numpy()
-    predictions.energies[group] = energies
-    if predictions.forces is not None:
-        forces = result.forces.detach().to("cpu", torch.float64, copy=True).numpy()
-        ends = np.cumsum(graph.atoms_per_structure.cpu().numpy())
-        for index, block in zip(group, np.split(forces, ends[:-1]), strict=True):
-            predictions.forces[index] = block
-    if predictions.stresses is not None:
-        stresses = result.stress.detach().to("cpu", torch.float64, copy=True).numpy()
-        has_stress = result.has_stress.cpu().numpy()
-        for slot, index in enumerate(group):
-            if has_stress[slot]:
-                predictions.stresses[index] = stresses[slot]
+    ``predictions`` holds lists for them, a stress only for a cell with a volume."""
+    host = to_host(result, graph)
+    predictions.energies[group] = host.energies
+    for slot, index in enumerate(group):
+        if predictions.forces is not None:
+            predictions.forces[index] = host.forces[slot]
+        if predictions.stresses is not None:
+            predictions.stresses[index] = host.stresses[slot]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from gptff_core.evaluate import evaluate
+from gptff_core.evaluate import evaluate, to_host
 from gptff_core.graph import StructureGraph, structure_graph
 from gptff_core.model import GPTFF, GPTFFConfig
 from gptff_core.predict import batches_by_size
@@ -61,15 +61,12 @@ def predict_frames(
     for group in frame_batches(recipe, frames, parts, range(len(frames))):
         batch = make_batch(frames, parts, group, dtype, device)
         wanted = not energies_only
-        result = evaluate(model, batch.graph, forces=wanted, stress=wanted)
-        for slot, index in enumerate(group):
-            energies[index] = float(result.energy[slot])
+        host = to_host(evaluate(model, batch.graph, forces=wanted, stress=wanted), batch.graph)
+        energies[group] = host.energies
         if energies_only:
             continue
-        split = torch.split(result.forces, batch.graph.atoms_per_structure.tolist())
         for slot, index in enumerate(group):
-            forces[index] = split[slot].cpu().double().numpy()
-            if bool(result.has_stress[slot]):
-                stresses[index] = result.stress[slot].cpu().double().numpy()
+            forces[index] = host.forces[slot]
+            stresses[index] = host.stresses[slot]
     model.train(was_training)
     return FramePredictions(energies, forces, stresses)

@@ -195,8 +195,10 @@ class Trainer:
 
     @staticmethod
     def _finite_gradients(parameters: Sequence[torch.nn.Parameter]) -> bool:
-        """Whether every gradient of ``parameters`` is finite (a missing one counts as finite)."""
-        return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in parameters)
+        """Whether every gradient of ``parameters`` is finite (a missing one counts as finite),
+        with one host sync for all of them."""
+        finite = [torch.isfinite(p.grad).all() for p in parameters if p.grad is not None]
+        return not finite or bool(torch.stack(finite).all())
 
     def fit(
         self,
