@@ -255,3 +255,16 @@ def test_training_state_with_a_flipped_bit_is_not_resumed(tmp_path, emt_frames):
     member = flip_exponent_bit(tmp_path / "training_state.pt")
     with pytest.raises(GPTFFInputError, match=f"Training state .* is damaged.*{member}"):
         fit_tiny(tmp_path, emt_frames, recipe, resume=True)
+
+
+def test_a_step_with_one_non_finite_gradient_is_recognised():
+    """The one-sync check over all gradients: a single NaN or inf anywhere makes the step
+    non-finite; parameters without a gradient (frozen, unused) do not."""
+    parameters = [torch.nn.Parameter(torch.zeros(3)) for _ in range(4)]
+    for k, p in enumerate(parameters[:3]):
+        p.grad = torch.full((3,), float(k))
+    assert Trainer._finite_gradients(parameters)
+    for bad in (math.nan, math.inf):
+        parameters[1].grad[2] = bad
+        assert not Trainer._finite_gradients(parameters)
+    assert Trainer._finite_gradients([torch.nn.Parameter(torch.zeros(1))])
