@@ -1,6 +1,9 @@
-"""Parsing of the ``device`` and ``dtype`` options shared by every entry point."""
+"""Parsing of the ``device`` and ``dtype`` options shared by every entry point, and where graphs
+are built for a device."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -45,3 +48,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
             "device 'cuda' requested but CUDA is not available: use 'cpu' or 'auto'"
         )
     return resolved
+
+
+def builds_on_device(device: torch.device | str) -> bool:
+    """Whether graphs for ``device`` are built there in torch (:mod:`gptff_core.graph_torch`)
+    rather than on the host in numpy: on every device but the CPU, where numpy is faster. The
+    environment variable ``GPTFF_GRAPH_BUILDER`` = ``torch`` or ``numpy`` forces one builder
+    everywhere (both give the same graph; for tests and benchmarks), ``auto`` or unset decides
+    by device."""
+    choice = os.environ.get("GPTFF_GRAPH_BUILDER", "auto")
+    if choice not in ("auto", "torch", "numpy"):
+        raise GPTFFInputError(f"GPTFF_GRAPH_BUILDER must be auto, torch or numpy, got {choice!r}")
+    if choice == "auto":
+        return torch.device(device).type != "cpu"
+    return choice == "torch"

@@ -14,7 +14,6 @@ structure index.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ import torch
 import vesin
 from ase import Atoms
 
+from gptff_core.devices import builds_on_device
 from gptff_core.errors import GPTFFInputError, StructureError
 from gptff_core.validation import as_atoms, check_min_distance, check_structure
 
@@ -276,20 +276,6 @@ def structure_labels(structures: Sequence[object], labels: Sequence[str] | None)
     if len(structures) == 1:
         return ["structure"]
     return [f"structure {i}" for i in range(len(structures))]
-
-
-def builds_on_device(device: torch.device | str) -> bool:
-    """Whether graphs for ``device`` are built there in torch (:mod:`gptff_core.graph_torch`)
-    rather than on the host in numpy: on every device but the CPU, where numpy is faster. The
-    environment variable ``GPTFF_GRAPH_BUILDER`` = ``torch`` or ``numpy`` forces one builder
-    everywhere (both give the same graph; for tests and benchmarks), ``auto`` or unset decides
-    by device."""
-    choice = os.environ.get("GPTFF_GRAPH_BUILDER", "auto")
-    if choice not in ("auto", "torch", "numpy"):
-        raise GPTFFInputError(f"GPTFF_GRAPH_BUILDER must be auto, torch or numpy, got {choice!r}")
-    if choice == "auto":
-        return torch.device(device).type != "cpu"
-    return choice == "torch"
 
 
 def build_graph(

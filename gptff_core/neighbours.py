@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from gptff_core.devices import builds_on_device
 from gptff_core.errors import GPTFFInputError
 from gptff_core.graph import (
     BOND_CUTOFF,
     THREE_BODY_CUTOFF,
     Graph,
-    builds_on_device,
     find_bonds,
     graph_from_bonds,
 )

@@ -19,13 +19,13 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from gptff_core.checkpoint import load_model
+from gptff_core.devices import builds_on_device
 from gptff_core.errors import GPTFFInputError
 from gptff_core.evaluate import Prediction, evaluate, require_finite, to_host
 from gptff_core.graph import (
     BOND_CUTOFF,
     THREE_BODY_CUTOFF,
     Graph,
-    builds_on_device,
     stack_graphs,
     structure_graph,
 )

@@ -36,9 +36,10 @@ from torch_sim.models.interface import ModelInterface
 from torch_sim.typing import StateDict
 
 from gptff_core.checkpoint import load_model
+from gptff_core.devices import builds_on_device
 from gptff_core.errors import GPTFFInputError
 from gptff_core.evaluate import evaluate, require_finite
-from gptff_core.graph import Graph, build_graph, builds_on_device
+from gptff_core.graph import Graph, build_graph
 from gptff_core.model import GPTFF
 from gptff_core.pretrained import DEFAULT_MODEL
 from gptff_core.relax import RelaxResult, check_options, has_volume

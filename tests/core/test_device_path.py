@@ -12,7 +12,7 @@ from ase.build import bulk, fcc111, molecule
 from ase.md.verlet import VelocityVerlet
 
 from gptff_core import GPTFFCalculator, GPTFFInputError, predict
-from gptff_core.graph import builds_on_device
+from gptff_core.devices import builds_on_device
 
 EXACT = 1e-10  # eV, eV/Å, eV/Å³: the same graph, summed in another order
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
