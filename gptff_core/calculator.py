@@ -17,6 +17,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from gptff_core.checkpoint import load_model
+from gptff_core.errors import GPTFFInputError
 from gptff_core.evaluate import evaluate, require_finite
 from gptff_core.graph import Graph, build_graph
 from gptff_core.model import GPTFF
@@ -45,6 +46,8 @@ class GPTFFCalculator(Calculator):
             pairs within 5 Å + skin and searches again only when atoms or the cell have moved
             enough that a bond could be missing (1.0 Å is recommended for MD and relaxations).
             Bonds, triplets and results are the same either way.
+        dispersion: add Grimme's D3(BJ) dispersion for PBE to energy, forces and stress (needs
+            torch-dftd, the ``d3`` extra; parameters and cutoffs in :mod:`gptff_core.dispersion`).
 
     Attributes:
         graph_builder: the :class:`~gptff_core.neighbours.VerletGraphBuilder` used when
@@ -62,6 +65,7 @@ class GPTFFCalculator(Calculator):
         bond_window: float | None = None,
         three_body_window: float | None = None,
         skin: float = 0.0,
+        dispersion: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -76,6 +80,23 @@ class GPTFFCalculator(Calculator):
         parameter = next(self.model.parameters())
         self._dtype, self._device = parameter.dtype, parameter.device
         self.graph_builder = VerletGraphBuilder(skin) if skin != 0 else None
+        self.parameters.update(calculator_parameters(model, self.model, skin, dispersion))
+        self.d3 = None
+        if dispersion:
+            from gptff_core.dispersion import D3Dispersion
+
+            self.d3 = D3Dispersion("pbe", device=self._device)
+
+    def set(self, **kwargs) -> dict:
+        """ASE's ``set``, refusing the recorded settings (``model``, ``dtype``, ...): they are
+        fixed when the network is loaded; build another calculator to change them."""
+        fixed = sorted(set(kwargs) & set(self.parameters or {}))
+        if fixed:
+            raise GPTFFInputError(
+                f"{', '.join(fixed)} cannot be changed on a GPTFFCalculator once built; "
+                "make a new GPTFFCalculator with the settings wanted"
+            )
+        return super().set(**kwargs)
 
     def calculate(
         self,
@@ -85,6 +106,11 @@ class GPTFFCalculator(Calculator):
     ) -> None:
         super().calculate(atoms, properties, system_changes)
         self.results = self.results_for(self.graph_of(self.atoms), self.atoms)
+        if self.d3 is not None:
+            from gptff_core.dispersion import add_results, dispersion_results
+
+            extra = dispersion_results(self.d3, self.atoms, stress="stress" in self.results)
+            self.results = add_results(self.results, extra)
 
     def graph_of(self, atoms: Atoms) -> Graph:
         """The graph of ``atoms`` in this calculator's dtype and on its device (with ``skin``,
@@ -109,3 +135,29 @@ class GPTFFCalculator(Calculator):
             stress = result.stress[0].cpu().numpy().astype(np.float64)
             results["stress"] = full_3x3_to_voigt_6_stress(stress)
         return results
+
+
+def calculator_parameters(model, network: GPTFF, skin: float, dispersion: bool = False) -> dict:
+    """What a :class:`GPTFFCalculator` records as ``parameters`` (and ``todict()``): the model as
+    requested (registry name or checkpoint path; the checkpoint's name for a loaded network),
+    ``model_name``, ``checkpoint_sha256`` (of the file, as :func:`~gptff_core.checkpoint.
+    load_model` computed it; None for a network never loaded from a file), ``model_version``
+    (``"v2"`` with transformer blocks, else ``"v1"``), ``dtype``, ``smooth``, the envelope
+    widths (Å), ``skin`` (Å), ``device`` and ``dispersion`` (D3 added or not)."""
+    source = getattr(network, "source", None)
+    parameter = next(network.parameters())
+    if isinstance(model, GPTFF):
+        model = source.name if source is not None else "in-memory GPTFF network"
+    return dict(
+        model=str(model),
+        model_name=source.name if source is not None else None,
+        checkpoint_sha256=source.sha256 if source is not None else None,
+        model_version="v2" if network.config.transformer else "v1",
+        dtype=str(parameter.dtype).removeprefix("torch."),
+        smooth=bool(network.config.smooth),
+        bond_window=float(network.config.bond_window),
+        three_body_window=float(network.config.three_body_window),
+        skin=float(skin),
+        device=str(parameter.device),
+        dispersion=bool(dispersion),
+    )

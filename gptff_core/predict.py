@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from gptff_core.checkpoint import load_model
 from gptff_core.devices import builds_on_device
+from gptff_core.dispersion import D3Dispersion, add_dispersion
 from gptff_core.errors import GPTFFInputError
 from gptff_core.evaluate import Prediction, evaluate, require_finite, to_host
 from gptff_core.graph import (
@@ -114,6 +115,7 @@ def predict(
     max_bonds_per_batch: int = MAX_BONDS_PER_BATCH,
     max_triplets_per_batch: int = MAX_TRIPLETS_PER_BATCH,
     progress: bool | None = None,
+    dispersion: bool = False,
 ) -> Predictions:
     """Energies, forces and stresses of ``structures`` (ASE Atoms or pymatgen Structures).
 
@@ -129,9 +131,9 @@ def predict(
         max_atoms_per_batch: atoms evaluated together at most.
         max_bonds_per_batch: bonds (≤ 5 Å) evaluated together at most; with the triplets they
             set the memory of an evaluation (see :data:`MAX_BONDS_PER_BATCH`).
-        max_triplets_per_batch: triplets evaluated together at most (see
-            :data:`MAX_TRIPLETS_PER_BATCH`).
+        max_triplets_per_batch: triplets together at most (:data:`MAX_TRIPLETS_PER_BATCH`).
         progress: show a progress bar (``None``: only when stderr is a terminal).
+        dispersion: add D3(BJ) for PBE (:mod:`gptff_core.dispersion`; needs torch-dftd).
 
     Raises:
         GPTFFInputError: for an empty input or a structure GPTFF cannot evaluate, named by its
@@ -143,6 +145,7 @@ def predict(
     atoms_list = _checked_atoms(structures)
     network = load_model(model, device=device, dtype=dtype, smooth=smooth).requires_grad_(False)
     parameter = next(network.parameters())
+    d3 = D3Dispersion("pbe", device=parameter.device) if dispersion else None
     show = sys.stderr.isatty() if progress is None else progress
     limits = (max_atoms_per_batch, max_bonds_per_batch, max_triplets_per_batch)
     n = len(atoms_list)
@@ -158,7 +161,7 @@ def predict(
             require_finite(result, graph, [f"structure {i}" for i in group])
             _store(result, graph, group, predictions)
             bar.update(len(group))
-    return predictions
+    return predictions if d3 is None else add_dispersion(predictions, atoms_list, d3)
 
 
 def _batched_graphs(

@@ -1,6 +1,7 @@
 """What every GPTFF Maker shares: the network's fields, their checks, and value validators.
 
-:class:`GPTFFOptions` holds ``model``, ``dtype``, ``smooth``, ``device`` and ``calculator_kwargs``;
+:class:`GPTFFOptions` holds ``model``, ``dtype``, ``smooth``, ``device``, ``dispersion`` and
+``calculator_kwargs``;
 every Maker of :mod:`gptff_flows` inherits it, so the fields, their documentation and their checks
 are written once. They are keyword-only; a Maker that changes a default redeclares the field
 keyword-only too (``smooth: bool | None = field(default=False, kw_only=True)``). The validators
@@ -18,6 +19,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from gptff_core.devices import check_device_name
 from gptff_core.errors import GPTFFInputError
@@ -52,6 +54,9 @@ class GPTFFOptions:
         smooth: C² cutoff envelopes; ``None`` keeps the checkpoint's setting (off for the
             published networks).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        dispersion: add D3(BJ) dispersion for PBE (:mod:`gptff_core.dispersion`; needs
+            torch-dftd, the ``d3`` extra). Refused by a Maker whose class does not set
+            ``supports_dispersion = True`` (one that does not pass it to its calculators yet).
         calculator_kwargs: further :class:`~gptff_core.calculator.GPTFFCalculator` arguments,
             e.g. ``skin=1.0`` (Å) for MD.
     """
@@ -60,11 +65,22 @@ class GPTFFOptions:
     dtype: str = "float32"
     smooth: bool | None = None
     device: str = "cpu"
+    dispersion: bool = False
     calculator_kwargs: dict = field(default_factory=dict)
+    supports_dispersion: ClassVar[bool] = False
+    """Whether this Maker passes ``dispersion`` on to every calculator it builds."""
 
     def check_options(self) -> None:
-        """Refuse a bad model, dtype, smooth flag or device (see :func:`check_gptff_options`)."""
+        """Refuse a bad model, dtype, smooth flag, device (see :func:`check_gptff_options`) or
+        dispersion flag."""
         check_gptff_options(self.model, self.dtype, self.smooth, self.device)
+        if not isinstance(self.dispersion, bool):
+            raise GPTFFInputError(f"dispersion must be True or False, got {self.dispersion!r}")
+        if self.dispersion and not self.supports_dispersion:
+            raise GPTFFInputError(
+                f"dispersion=True is not supported by {type(self).__name__} yet: its jobs would "
+                "run without D3; add D3 another way or use a Maker that supports it"
+            )
 
     def check_calculator_kwargs(self, reserved: tuple[str, ...] = ()) -> None:
         """Refuse ``calculator_kwargs`` that are not a dict, or that set one of the fields above
@@ -73,7 +89,7 @@ class GPTFFOptions:
             raise GPTFFInputError(
                 f"calculator_kwargs must be a dict, got {type(self.calculator_kwargs).__name__}"
             )
-        fields = {"model", "dtype", "smooth", "device", *reserved}
+        fields = {"model", "dtype", "smooth", "device", "dispersion", *reserved}
         repeated = sorted(fields & set(self.calculator_kwargs))
         if repeated:
             raise GPTFFInputError(
@@ -84,6 +100,8 @@ class GPTFFOptions:
         """Keyword arguments of :class:`~gptff_core.calculator.GPTFFCalculator` (the fields win
         over ``calculator_kwargs``)."""
         fields = dict(model=self.model, dtype=self.dtype, smooth=self.smooth, device=self.device)
+        if self.dispersion:  # only when asked: calculators without the option keep working
+            fields["dispersion"] = True
         return {**self.calculator_kwargs, **fields}
 
     def make_calculator(self):

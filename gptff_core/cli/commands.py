@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     arg("files", nargs="+", metavar="FILE", help="any file ASE reads (else pymatgen)"),
     arg("--format", dest="fmt", metavar="FMT", help="ASE format name (default: from the file)"),
     arg("--index", default="-1", help="frame(s): -1 (last, default), 0, ':' (all), '0:10:2'"),
+    arg("--d3", action="store_true", help="add D3(BJ) dispersion for PBE (needs torch-dftd)"),
     epilog="Stress in GPa, Voigt order xx yy zz yz xz xy, ASE sign (positive = tensile).",
 )
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -47,6 +48,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         smooth=args.smooth,
         progress=False if args.json else None,
+        dispersion=args.d3,
     )
     rows = []
     for k, (path, frame, atoms) in enumerate(records):
@@ -84,6 +86,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     arg("--steps", type=int, default=500, help="maximum optimizer steps (%(default)s)"),
     arg("--optimizer", default="FIRE", type=str.upper, choices=["FIRE", "BFGS"]),
     arg("--fix-cell", action="store_true", help="relax positions only"),
+    arg("--d3", action="store_true", help="add D3(BJ) dispersion for PBE (needs torch-dftd)"),
     arg("--output", metavar="PATH", help="relaxed structure (default ./<stem>_relaxed.cif)"),
     arg("--trajectory", metavar="PATH", help="write every step to this ASE .traj file"),
     arg(
@@ -113,7 +116,11 @@ def cmd_relax(args: argparse.Namespace) -> int:
     # checked before the work: a relaxation is never lost to the store
     store = None if args.store is None else relaxation_store(args.store or None)
     calculator = GPTFFCalculator(
-        model=args.model, device=args.device, dtype=args.dtype, smooth=args.smooth
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        smooth=args.smooth,
+        dispersion=args.d3,
     )
     try:
         result = relax(
@@ -208,7 +215,7 @@ def _relax_summary(args: argparse.Namespace, atoms, result, output: Path) -> dic
     """The ``--json`` document of ``gptff relax`` (energies eV, forces eV/Å, stress GPa)."""
     n, stress = len(atoms), to_gpa(result.stress)
     summary = dict(file=args.file, formula=atoms.get_chemical_formula(), n_atoms=n)
-    summary |= dict(optimizer=args.optimizer, fmax_eV_per_A=args.fmax)
+    summary |= dict(optimizer=args.optimizer, fmax_eV_per_A=args.fmax, dispersion=args.d3)
     summary |= dict(cell_relaxed=result.cell_relaxed, initial_energy_eV=result.initial_energy)
     summary |= dict(initial_energy_per_atom_eV=result.initial_energy / n)
     summary |= dict(final_energy_eV=result.energy, final_energy_per_atom_eV=result.energy / n)

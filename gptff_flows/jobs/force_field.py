@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from importlib import import_module
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 from ase import units
@@ -94,6 +94,8 @@ class ForceFieldOptions(GPTFFOptions):
     """:class:`~gptff_flows.options.GPTFFOptions` wired into atomate2's force-field Makers: the
     fields become ``force_field_name`` and ``calculator_kwargs``."""
 
+    supports_dispersion: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
         spec = gptff_force_field(self.model, self.dtype, self.smooth, self.device)
         for key, value in spec.calculator_kwargs.items():
@@ -106,6 +108,8 @@ class ForceFieldOptions(GPTFFOptions):
         self.force_field_name = spec.force_field_name
         self.calculator_meta = None
         self.calculator_kwargs = {**self.calculator_kwargs, **spec.calculator_kwargs}
+        if self.dispersion:  # D3(BJ) in every calculator atomate2 builds from these kwargs
+            self.calculator_kwargs["dispersion"] = True
         if isinstance(getattr(self, "relax_kwargs", None), dict):
             # atomate2 otherwise appends every final structure to ./final_atoms_object.xyz
             self.relax_kwargs.setdefault("final_atoms_object_file", None)
@@ -178,10 +182,8 @@ class GPTFFMDMaker(ForceFieldOptions, ForceFieldMDMaker):
     name: str = "GPTFF MD"
 
     def _get_ensemble_defaults(self) -> None:
-        """atomate2's defaults, plus the damping times its default NPT (MTKNPT) requires.
-
-        ``tdamp`` and ``pdamp`` default to 100 and 1000 time steps (ASE's advice; 2 fs steps
-        when ``time_step`` is None); set them in ``ase_md_kwargs`` (ASE time units) to override.
+        """atomate2's defaults, plus what ASE 3.29's NPT integrators require (:func:`_npt_defaults`:
+        ``pressure`` 0 kbar when not given, MTK damping times, Berendsen compressibility).
         The integrator is then wrapped by :func:`_watched` (atomate2 calls this method just
         before it builds the integrator).
 
@@ -189,12 +191,13 @@ class GPTFFMDMaker(ForceFieldOptions, ForceFieldMDMaker):
             GPTFFInputError: a temperature or pressure schedule that varies, for an integrator
                 that keeps the targets it was built with (:func:`_require_fixed_targets`).
         """
+        npt = self.ensemble == MDEnsemble.npt
+        if npt and any(p is None for p in np.atleast_1d(self.p_schedule)):
+            self.p_schedule = np.zeros(self.n_steps + 1)  # kbar; atomate2 fails on None
         super()._get_ensemble_defaults()
-        if self.ensemble == MDEnsemble.npt and self.dynamics == "nose-hoover-chain":
-            step = (self.time_step or 2.0) * units.fs
-            self.ase_md_kwargs.setdefault("tdamp", 100 * step)
-            self.ase_md_kwargs.setdefault("pdamp", 1000 * step)
         base = _dynamics_class(self.dynamics, self.ensemble)
+        if npt and base is not None:
+            _npt_defaults(getattr(base, "_gptff_base", base), self)
         if base is not None:
             _require_fixed_targets(getattr(base, "_gptff_base", base), self)
             self.dynamics = _watched(base, self)
@@ -273,6 +276,25 @@ def _dynamics_class(dynamics, ensemble) -> type | None:
         module, _, name = dynamics.value.rpartition(".")
         return getattr(import_module(module), name)
     return None
+
+
+NPT_COMPRESSIBILITY_AU = 1 / (100 * units.GPa)
+"""Å³/eV: the compressibility Berendsen NPT is given when ``ase_md_kwargs`` has none (a solid of
+100 GPa bulk modulus); it sets only how fast the volume relaxes (with ``taup``), not where to."""
+
+
+def _npt_defaults(base: type, maker: GPTFFMDMaker) -> None:
+    """Fill in the ``ase_md_kwargs`` ASE 3.29's NPT integrator ``base`` requires and atomate2
+    leaves out (the user's values win): MTK (``MTKNPT``, ``IsotropicMTKNPT``) ``tdamp`` = 100 and
+    ``pdamp`` = 1000 time steps (ASE's advice; ASE time units; 2 fs steps when ``time_step`` is
+    None); Berendsen (``NPTBerendsen``, ``Inhomogeneous_NPTBerendsen``) ``compressibility_au`` =
+    :data:`NPT_COMPRESSIBILITY_AU` (Å³/eV; its ``taut`` 0.5 ps and ``taup`` 1 ps are ASE's)."""
+    kwargs, step = maker.ase_md_kwargs, (maker.time_step or 2.0) * units.fs
+    if base.__module__ == "ase.md.nose_hoover_chain":
+        kwargs.setdefault("tdamp", 100 * step)
+        kwargs.setdefault("pdamp", 1000 * step)
+    elif base.__module__ == "ase.md.nptberendsen" and "compressibility" not in kwargs:
+        kwargs.setdefault("compressibility_au", NPT_COMPRESSIBILITY_AU)
 
 
 def _require_fixed_targets(base: type, maker: GPTFFMDMaker) -> None:
