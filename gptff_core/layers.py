@@ -46,6 +46,37 @@ class BondGeometry:
     cosine: torch.Tensor
     bond_envelope: torch.Tensor | None
     short_envelope: torch.Tensor | None
+    padding: StructurePadding | None = None
+
+
+@dataclass
+class StructurePadding:
+    """Where each atom sits in the (structures, longest, features) layout of the transformer,
+    computed once per graph and shared by every layer (its one host sync, for ``longest``).
+
+    Attributes:
+        slot: (N,) position of each atom within its structure.
+        mask: (B, longest) True where a slot holds an atom; None for one structure.
+        longest: the most atoms in one structure.
+    """
+
+    slot: torch.Tensor
+    mask: torch.Tensor | None
+    longest: int
+
+
+def structure_padding(graph: Graph) -> StructurePadding:
+    """The padding layout of ``graph`` (atoms of a structure are contiguous in it); reads the
+    largest structure size back to the host when there are several structures."""
+    counts = graph.atoms_per_structure
+    atoms = graph.atom_structure.shape[0]
+    offsets = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(atoms, device=counts.device) - offsets[graph.atom_structure]
+    if graph.n_structures == 1:
+        return StructurePadding(slot, None, atoms)
+    longest = int(counts.max())
+    mask = torch.arange(longest, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
+    return StructurePadding(slot, mask, longest)
 
 
 def gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -206,29 +237,20 @@ class AtomTransformer(nn.Module):
         attended = attended.transpose(1, 2).reshape(batch, length, width)
         return F.dropout(self.out_proj(attended), self.dropout, self.training)
 
-    def forward(self, h: torch.Tensor, graph: Graph) -> torch.Tensor:
-        dense, mask, slot = _pad_by_structure(h, graph)
-        x = self.norm1(dense + self._self_attention(dense, mask))
+    def forward(
+        self, h: torch.Tensor, graph: Graph, padding: StructurePadding | None = None
+    ) -> torch.Tensor:
+        """``padding``: :func:`structure_padding` of ``graph`` (computed here when None)."""
+        padding = structure_padding(graph) if padding is None else padding
+        if padding.mask is None:
+            dense = h.unsqueeze(0)
+        else:
+            dense = h.new_zeros(graph.n_structures, padding.longest, h.shape[-1])
+            dense = dense.index_put((graph.atom_structure, padding.slot), h)
+        x = self.norm1(dense + self._self_attention(dense, padding.mask))
         feed = self.linear2(F.dropout(F.gelu(self.linear1(x)), self.dropout, self.training))
         x = self.norm2(x + F.dropout(feed, self.dropout, self.training))
-        return x[graph.atom_structure, slot]
-
-
-def _pad_by_structure(
-    h: torch.Tensor, graph: Graph
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Atom features as (structures, max atoms, features), a key mask (None if no padding) and
-    each atom's slot; atoms of a structure are contiguous in the graph."""
-    counts = graph.atoms_per_structure
-    offsets = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(h.shape[0], device=h.device) - offsets[graph.atom_structure]
-    if graph.n_structures == 1:
-        return h.unsqueeze(0), None, slot
-    longest = int(counts.max())
-    dense = h.new_zeros(graph.n_structures, longest, h.shape[-1])
-    dense = dense.index_put((graph.atom_structure, slot), h)
-    mask = torch.arange(longest, device=h.device).unsqueeze(0) < counts.unsqueeze(1)
-    return dense, mask, slot
+        return x[graph.atom_structure, padding.slot]
 
 
 class InteractionLayer(nn.Module):
@@ -252,5 +274,7 @@ class InteractionLayer(nn.Module):
         h = self.atom_update(h, e, geometry)
         if hasattr(self, "transformer"):
             h = self.pre_norm(h)
-            h = self.post_norm(self.transformer(h, graph)) + h
+            if geometry.padding is None:  # once per graph, not per layer
+                geometry.padding = structure_padding(graph)
+            h = self.post_norm(self.transformer(h, graph, geometry.padding)) + h
         return h, e
