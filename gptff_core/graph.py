@@ -59,6 +59,8 @@ class Graph:
         triplet_first, triplet_second: (T,) the two bonds a (i→j) and b (i→k) of each triplet, as
             positions in ``short_bonds``; triplets are grouped by their first bond.
         volumes: (B,) cell volumes, Å³ (0 where the cell is not full rank).
+        largest_structure: atoms of the largest structure, a host integer (the builders set it,
+            so padding by structure needs no read from the device); None: read when needed.
     """
 
     numbers: torch.Tensor
@@ -73,6 +75,7 @@ class Graph:
     triplet_first: torch.Tensor
     triplet_second: torch.Tensor
     volumes: torch.Tensor
+    largest_structure: int | None = None
 
     @property
     def n_structures(self) -> int:
@@ -388,4 +391,5 @@ def stack_graphs(
         triplet_first=stack([p.triplet_first for p in parts], short_offsets),
         triplet_second=stack([p.triplet_second for p in parts], short_offsets),
         volumes=floats(np.array([cell_volume(atoms) for atoms in structures])),
+        largest_structure=int(atom_counts.max()),
     )

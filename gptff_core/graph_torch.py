@@ -258,7 +258,8 @@ def stack_homed_torch(
         atom_offset += len(positions)
         bond_offset += i.numel()
         short_offset += short.numel()
-    counts = torch.tensor([len(positions) for positions, _ in homed], dtype=_INDEX, device=device)
+    sizes = [len(positions) for positions, _ in homed]
+    counts = torch.tensor(sizes, dtype=_INDEX, device=device)
     return Graph(
         numbers=numbers,
         positions=torch.cat(columns["r"]).to(dtype),
@@ -272,4 +273,5 @@ def stack_homed_torch(
         triplet_first=torch.cat(columns["a"]),
         triplet_second=torch.cat(columns["b"]),
         volumes=volumes.to(dtype),
+        largest_structure=max(sizes),
     )

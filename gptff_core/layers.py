@@ -66,15 +66,18 @@ class StructurePadding:
 
 
 def structure_padding(graph: Graph) -> StructurePadding:
-    """The padding layout of ``graph`` (atoms of a structure are contiguous in it); reads the
-    largest structure size back to the host when there are several structures."""
+    """The padding layout of ``graph`` (atoms of a structure are contiguous in it); the largest
+    structure size is the graph's ``largest_structure``, read back from the device only for a
+    graph built without it."""
     counts = graph.atoms_per_structure
     atoms = graph.atom_structure.shape[0]
     offsets = torch.cumsum(counts, 0) - counts
     slot = torch.arange(atoms, device=counts.device) - offsets[graph.atom_structure]
     if graph.n_structures == 1:
         return StructurePadding(slot, None, atoms)
-    longest = int(counts.max())
+    longest = graph.largest_structure
+    if longest is None:
+        longest = int(counts.max())
     mask = torch.arange(longest, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
     return StructurePadding(slot, mask, longest)
 

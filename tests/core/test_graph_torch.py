@@ -1,6 +1,8 @@
 """The torch graph builder gives the numpy builder's graph (bonds, triplets, homed positions) and
 the same energy, forces and stress; CUDA variants skip without CUDA."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -152,3 +154,17 @@ def test_published_bond_and_triplet_counts(reference):
         )
         graph = build_graph_torch([atoms])
         assert (graph.n_bonds, graph.n_triplets) == (entry["n_pairs"], entry["n_triplets"]), name
+
+
+def test_both_builders_record_the_largest_structure(models):
+    """The size the transformer pads to is known on the host (no device read per forward);
+    a graph without it gives the same energies."""
+    structures = [*CASES["batch_of_two"](), bulk("Cu", "fcc", a=3.61, cubic=True)]
+    model = models("gptff-v2", "float64")
+    for build in (build_graph, build_graph_torch):
+        graph = build(structures, dtype=torch.float64)
+        assert graph.largest_structure == max(len(a) for a in structures)
+        unknown = dataclasses.replace(graph, largest_structure=None)
+        torch.testing.assert_close(
+            evaluate(model, graph).energy, evaluate(model, unknown).energy, rtol=0, atol=1e-12
+        )
