@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ("gptff_core", "gptff_flows")
 MAX_FUNCTION_LINES = 60
 MAX_FILE_LINES = 400
-CORE_COMMANDS = {"predict", "relax", "models", "finetune"}
+CORE_COMMANDS = {"predict", "relax", "md", "models", "finetune"}
 
 
 def library_files(package: str | None = None) -> list[Path]:

@@ -32,7 +32,11 @@ from gptff_core.pretrained import DEFAULT_MODEL
 ENTRY_POINT_GROUP = "gptff.commands"
 """Entry-point group of ``register(subparsers)`` functions that add subcommands to ``gptff``."""
 
-CORE_COMMANDS = ("gptff_core.cli.commands:register", "gptff_core.training.cli:register")
+CORE_COMMANDS = (
+    "gptff_core.cli.commands:register",
+    "gptff_core.cli.md:register",
+    "gptff_core.training.cli:register",
+)
 """The core's own ``register`` functions (``module:function``), added before the entry points."""
 
 

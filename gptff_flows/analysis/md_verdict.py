@@ -12,13 +12,17 @@ Units: temperature K.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from gptff_core.errors import GPTFFInputError
+from gptff_core.md import (  # the rule gptff md applies too
+    TEMPERATURE_RELATIVE_TOLERANCE,
+    TEMPERATURE_SIGMAS,
+    temperature_tolerance,
+)
 from gptff_flows.analysis.diffusion import (
     MAX_FRAMEWORK_DISPLACEMENT_A,
     MAX_RELATIVE_ERROR,
@@ -27,13 +31,6 @@ from gptff_flows.analysis.diffusion import (
     MIN_MSD_EXPONENT,
 )
 
-TEMPERATURE_RELATIVE_TOLERANCE = 0.05
-"""Fraction of the target by which the production mean temperature may miss it beyond its
-statistical uncertainty (thermostat lag, slow drift). At Eₐ/kT ≈ 6 (0.3 eV at 600 K) a 5 % error
-in T changes D by a factor exp(0.3) ≈ 1.35, about D's own statistical error on a 10–50 ps run."""
-TEMPERATURE_SIGMAS = 3.0
-"""Multiples of the expected canonical standard deviation of the mean temperature added to the
-relative tolerance (3σ: a correctly thermostatted run is flagged by chance in 0.3 % of runs)."""
 MAX_VOLUME_CHANGE = 0.15
 """Fraction by which the production mean volume of an NPT run may differ from the volume it
 started from before the run is flagged ``volume_unstable``. Thermal expansion of solids from 0 K
@@ -89,13 +86,10 @@ def check_temperature(
 ) -> TemperatureCheck:
     """Compare the mean of ``temperatures`` (K, production frames) with ``target`` (K).
 
-    Tolerance (K) = ``TEMPERATURE_RELATIVE_TOLERANCE``·target + ``TEMPERATURE_SIGMAS``·σ_mean. In
-    the canonical ensemble the kinetic temperature of ``n_atoms`` atoms with the total momentum
-    fixed (3N − 3 degrees of freedom) fluctuates with σ = T·sqrt(2/(3N − 3)); it stays correlated
-    over about the thermostat time ``correlation_fs`` (fs), so a run of ``duration_fs`` (fs) holds
-    n_eff = max(1, duration / (2·correlation)) independent samples and σ_mean = σ/sqrt(n_eff).
-    Small cells and short runs thus get a wide tolerance; a thermostat that did not hold the
-    target (the mean missing it by more) is flagged.
+    The tolerance (K) is :func:`gptff_core.md.temperature_tolerance`'s: 5 % of the target plus
+    3 canonical standard deviations of the mean over the run's independent samples, so small
+    cells and short runs get a wide tolerance; a thermostat that did not hold the target (the
+    mean missing it by more) is flagged.
 
     Raises:
         GPTFFInputError: no temperatures, a non-positive target or a non-finite temperature.
@@ -106,10 +100,9 @@ def check_temperature(
     if not target > 0:
         raise GPTFFInputError(f"target temperature must be > 0 K, got {target}")
     mean = float(values.mean())
-    dof = max(3 * int(n_atoms) - 3, 1)
-    n_effective = max(1.0, float(duration_fs) / (2.0 * float(correlation_fs)))
-    std_of_mean = target * math.sqrt(2.0 / dof) / math.sqrt(n_effective)
-    tolerance = TEMPERATURE_RELATIVE_TOLERANCE * target + TEMPERATURE_SIGMAS * std_of_mean
+    std_of_mean, n_effective, tolerance = temperature_tolerance(
+        target, n_atoms, duration_fs, correlation_fs
+    )
     reached = abs(mean - target) <= tolerance
     reason = None
     if not reached:

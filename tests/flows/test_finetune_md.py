@@ -411,11 +411,11 @@ def test_cli_flags_a_temperature_not_reached(tmp_path, cu3au, capsys, monkeypatc
     ``gptff results --kind finetune-md`` shows the measured means and the flags."""
     import json
 
-    import gptff_flows.analysis.md_verdict as md_verdict
+    import gptff_core.md as md_rules  # the rule of gptff md and the workflows alike
     from gptff_core.cli import main
 
-    monkeypatch.setattr(md_verdict, "TEMPERATURE_RELATIVE_TOLERANCE", 0.0)
-    monkeypatch.setattr(md_verdict, "TEMPERATURE_SIGMAS", 0.0)
+    monkeypatch.setattr(md_rules, "TEMPERATURE_RELATIVE_TOLERANCE", 0.0)
+    monkeypatch.setattr(md_rules, "TEMPERATURE_SIGMAS", 0.0)
     structure_file = tmp_path / "cu3au.cif"
     cu3au.to(filename=str(structure_file))
     store_dir = tmp_path / "store"

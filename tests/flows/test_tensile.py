@@ -114,10 +114,10 @@ def test_flow_end_to_end_in_a_store(tmp_path, capsys, monkeypatch):
 def test_a_strain_whose_temperature_is_not_reached_is_flagged(tmp_path, monkeypatch):
     """With no tolerance every measured mean misses the target: each step, the summary and
     the query carry ``temperature_not_reached``."""
-    import gptff_flows.analysis.md_verdict as md_verdict
+    import gptff_core.md as md_rules  # the temperature rule of gptff md and the workflows
 
-    monkeypatch.setattr(md_verdict, "TEMPERATURE_RELATIVE_TOLERANCE", 0.0)
-    monkeypatch.setattr(md_verdict, "TEMPERATURE_SIGMAS", 0.0)
+    monkeypatch.setattr(md_rules, "TEMPERATURE_RELATIVE_TOLERANCE", 0.0)
+    monkeypatch.setattr(md_rules, "TEMPERATURE_SIGMAS", 0.0)
     store = local_job_store(tmp_path / "store")
     flow = TensileMDMaker(name="flagged tensile", **TINY).make(oriented_hcp_cell(repeat=(2, 1, 2)))
     summary = run_flow(flow, store)[flow.output.uuid][1].output
