@@ -11,6 +11,7 @@ from ase.build import bulk, molecule
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 pytest.importorskip("torch_dftd")
+from finite_differences import numeric_forces, numeric_virial, sheared_tio2
 from torch_dftd.torch_dftd3_calculator import TorchDFTD3Calculator
 
 from gptff_core import GPTFFCalculator, GPTFFInputError, predict
@@ -31,11 +32,7 @@ D3_CLEARANCE = 1e-4  # Å; no pair this close to the (sharp) D3 cutoff, so no FD
 
 def triclinic() -> Atoms:
     """Three atoms in a sheared periodic cell, rattled (as in test_physics)."""
-    cell = [[4.2, 0.1, 0.0], [1.3, 3.9, 0.2], [0.4, 0.8, 4.4]]
-    frac = [[0.0, 0.0, 0.0], [0.3, 0.3, 0.1], [0.7, 0.6, 0.55]]
-    atoms = Atoms("TiO2", scaled_positions=frac, cell=cell, pbc=True)
-    atoms.rattle(0.05, seed=2)
-    return atoms
+    return sheared_tio2()
 
 
 def salt() -> Atoms:
@@ -142,15 +139,7 @@ def test_combined_forces_are_minus_the_energy_gradient(combined):
     atoms = triclinic()
     assert_clear_of_d3_cutoff(atoms)
     forces = results(atoms, combined)[1]
-    numeric = np.zeros_like(forces)
-    for i in range(len(atoms)):
-        for k in range(3):
-            values = []
-            for sign in (1, -1):
-                moved = atoms.copy()
-                moved.positions[i, k] += sign * FD_STEP
-                values.append(energy_of(combined, moved))
-            numeric[i, k] = -(values[0] - values[1]) / (2 * FD_STEP)
+    numeric = numeric_forces(lambda moved: energy_of(combined, moved), atoms, FD_STEP)
     assert np.abs(forces).max() > 0.05
     np.testing.assert_allclose(forces, numeric, rtol=0, atol=FD_TOL)
 
@@ -159,19 +148,8 @@ def test_combined_stress_is_the_strain_derivative_over_volume(combined):
     atoms = triclinic()
     assert_clear_of_d3_cutoff(atoms)
     virial = voigt_6_to_full_3x3_stress(results(atoms, combined)[2]) * atoms.get_volume()
-    for i, j in [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]:
-        strain = np.zeros((3, 3))
-        strain[i, j] += 0.5
-        strain[j, i] += 0.5
-        values = []
-        for sign in (1, -1):
-            deformation = np.eye(3) + sign * STRAIN_STEP * strain
-            strained = atoms.copy()
-            strained.positions = atoms.positions @ deformation
-            strained.cell = atoms.cell.array @ deformation
-            values.append(energy_of(combined, strained))
-        numeric = (values[0] - values[1]) / (2 * STRAIN_STEP)
-        assert abs(numeric - virial[i, j]) < FD_TOL, (i, j, numeric, virial[i, j])
+    numeric = numeric_virial(lambda strained: energy_of(combined, strained), atoms, STRAIN_STEP)
+    np.testing.assert_allclose(virial, numeric, rtol=0, atol=FD_TOL)
     assert np.abs(virial).max() > 0.05
 
 

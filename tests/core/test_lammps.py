@@ -14,6 +14,7 @@ import torch
 from ase import Atoms, units
 from ase.build import bulk
 from ase.md.verlet import VelocityVerlet
+from finite_differences import sheared_tio2
 
 from gptff_core import GPTFFCalculator
 from gptff_core.errors import ComputationError, GPTFFInputError
@@ -35,11 +36,7 @@ def si2() -> Atoms:
 
 
 def sheared() -> Atoms:
-    cell = [[4.2, 0.1, 0.0], [1.3, 3.9, 0.2], [0.4, 0.8, 4.4]]
-    frac = [[0.0, 0.0, 0.0], [0.3, 0.3, 0.1], [0.7, 0.6, 0.55]]
-    atoms = Atoms("TiO2", scaled_positions=frac, cell=cell, pbc=True)
-    atoms.rattle(0.05, seed=2)
-    return atoms
+    return sheared_tio2()
 
 
 def nacl8() -> Atoms:
