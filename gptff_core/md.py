@@ -81,6 +81,19 @@ class MDSettings:
         return self.tdamp_fs or 100 * self.timestep_fs
 
 
+def set_initial_momenta(atoms, temperature_K: float | None, seed: int) -> None:
+    """Give ``atoms`` (in place) Maxwell–Boltzmann momenta at ``temperature_K`` (K) drawn with
+    ``numpy.random.default_rng(seed)``, without net momentum and scaled to exactly that
+    temperature (a small cell starts at the target); zero momenta at 0 K or ``None``."""
+    from ase.md.velocitydistribution import Stationary, force_temperature, thermalize_momenta
+
+    atoms.set_momenta(np.zeros((len(atoms), 3)))
+    if temperature_K:
+        thermalize_momenta(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+        Stationary(atoms)
+        force_temperature(atoms, temperature_K)
+
+
 def make_dynamics(settings: MDSettings, atoms):
     """The ASE integrator ``settings.thermostat`` of ``atoms``, ready to run (Langevin: adds
     ASE's ``FixCom`` constraint to ``atoms``, so the centre of mass stays put)."""

@@ -19,8 +19,6 @@ import secrets
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from gptff_core.cli.app import add_commands, arg, command
 from gptff_core.cli.io import dump_json, read_structures
 from gptff_core.errors import ExitCode, GPTFFInputError
@@ -32,8 +30,9 @@ from gptff_core.md import (
     MDSettings,
     make_dynamics,
     md_verdict,
+    set_initial_momenta,
 )
-from gptff_core.paths import check_output_file
+from gptff_core.paths import check_output_dir, check_output_file
 
 
 def register(subparsers) -> None:
@@ -53,13 +52,18 @@ Exit codes: 0 finished; 1 bad input (nothing run); 2 usage error; 3 finished but
 (temperature not reached; NVE: energy drift above {drift:g} meV/atom/ps or jumps); 4 failed (e.g. a
 non-finite energy; the frames written are kept); 5 out of memory; 130 interrupted (frames kept).
 --resume continues from the last frame's positions, momenta and cell for the remaining steps
-(the thermostat's own variables restart)."""
+(the thermostat's own variables restart).
+Several FILEs (or --batch): one batched TorchSim run on --device, NVE velocity-verlet or NVT
+langevin (default there), structures all 3D periodic or none; FILE number i (from 0) starts from
+--seed + i; one <stem>_md.traj per FILE (in --trajectory-dir); no --resume."""
 
 
 @command(
     "md",
-    "molecular dynamics (NVE, NVT, NPT) of one structure, frames written to an ASE .traj file",
-    arg("file", metavar="FILE", help="structure file (last frame is used)"),
+    "molecular dynamics (NVE, NVT, NPT) of one structure, or of several as one batched TorchSim "
+    "run (NVE, NVT Langevin), frames written to ASE .traj files",
+    arg("files", metavar="FILE", nargs="+", help="structure file(s) (last frame of each is used)"),
+    arg("--batch", action="store_true", help="run through TorchSim even for one FILE"),
     arg("--ensemble", default="nvt", type=str.lower, choices=list(THERMOSTATS)),
     arg("--temperature", type=float, metavar="K", help="K, target (NVT/NPT), initial (NVE)"),
     arg("--steps", type=int, required=True, metavar="N", help="number of MD steps"),
@@ -76,6 +80,8 @@ non-finite energy; the frames written are kept); 5 out of memory; 130 interrupte
     arg("--friction", type=float, default=0.01, metavar="1/FS", help="1/fs, Langevin"),
     arg("--compressibility", type=float, default=0.01, metavar="1/GPA", help="Berendsen NPT"),
     arg("--trajectory", metavar="PATH", help="ASE .traj output (default ./<stem>_md.traj)"),
+    arg("--trajectory-dir", metavar="DIR", help="write <DIR>/<stem>_md.traj per FILE instead"),
+    arg("--d3", action="store_true", help="add D3(BJ) dispersion for PBE (torch-dftd)"),
     arg("--interval", type=int, default=10, metavar="N", help="steps between frames (%(default)s)"),
     arg("--seed", type=int, help="seed of the initial velocities and Langevin noise"),
     arg("--overwrite", action="store_true", help="replace an existing trajectory"),
@@ -85,6 +91,11 @@ non-finite energy; the frames written are kept); 5 out of memory; 130 interrupte
 def cmd_md(args: argparse.Namespace) -> int:
     from gptff_core.calculator import GPTFFCalculator
 
+    if args.batch or len(args.files) > 1:
+        from gptff_core.cli.md_batch import cmd_md_batch
+
+        return cmd_md_batch(args)
+    args.file = args.files[0]
     check_md_options(args)
     ((_, atoms),) = read_structures(args.file, "-1")
     if args.ensemble == "npt" and not (atoms.pbc.all() and atoms.cell.volume > 0):
@@ -94,7 +105,11 @@ def cmd_md(args: argparse.Namespace) -> int:
     if done >= args.steps:
         raise GPTFFInputError(f"--resume: {path} already holds step {done} of --steps {args.steps}")
     atoms.calc = GPTFFCalculator(
-        model=args.model, device=args.device, dtype=args.dtype, smooth=args.smooth
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        smooth=args.smooth,
+        dispersion=args.d3,
     )
     settings = _settings(args)
     recorder, interrupted = _run(args, settings, atoms, path, done)
@@ -160,7 +175,12 @@ def check_md_options(args: argparse.Namespace) -> None:
 def _trajectory_path(args: argparse.Namespace) -> Path:
     """The checked ``--trajectory`` path: a writable ``.traj`` file that does not exist yet,
     unless ``--overwrite`` or ``--resume`` (which needs it to exist)."""
-    path = Path(args.trajectory or f"{Path(args.file).stem}_md.traj")
+    if args.trajectory and args.trajectory_dir:
+        raise GPTFFInputError("--trajectory and --trajectory-dir exclude each other; choose one")
+    if args.trajectory_dir:
+        check_output_dir(args.trajectory_dir, "--trajectory-dir")
+    default = Path(args.trajectory_dir or ".") / f"{Path(args.file).stem}_md.traj"
+    path = Path(args.trajectory or default)
     if path.suffix != ".traj":
         raise GPTFFInputError(f"--trajectory {path}: give an ASE trajectory file ending in .traj")
     path = check_output_file(path, "--trajectory")
@@ -176,18 +196,11 @@ def _trajectory_path(args: argparse.Namespace) -> Path:
 def _start(args: argparse.Namespace, atoms, path: Path) -> int:
     """Set up ``atoms`` (in place) for the run and return the step it starts from: the last
     frame of ``path`` with ``--resume``, else step 0 with Maxwell–Boltzmann velocities."""
-    from ase.md.velocitydistribution import Stationary, force_temperature, thermalize_momenta
-
     if args.seed is None:
         args.seed = secrets.randbelow(2**31)  # recorded in the summary, so a run can be repeated
     if args.resume:
         return _resume_from(args, atoms, path)
-    atoms.set_momenta(np.zeros((len(atoms), 3)))
-    if args.temperature:
-        rng = np.random.default_rng(args.seed)
-        thermalize_momenta(atoms, temperature_K=args.temperature, rng=rng)
-        Stationary(atoms)
-        force_temperature(atoms, args.temperature)  # a small cell starts exactly at the target
+    set_initial_momenta(atoms, args.temperature, args.seed)
     return 0
 
 
@@ -259,7 +272,7 @@ def _summary(args: argparse.Namespace, atoms, path: Path, recorder: MDRecorder, 
     summary |= dict(last_step=recorder.steps[-1] if recorder.steps else recorder.first_step)
     summary |= dict(interval=args.interval, seed=args.seed, trajectory=str(path))
     summary |= dict(frames_written=recorder.frames, model=args.model, dtype=args.dtype)
-    summary |= dict(smooth=bool(args.smooth), device=args.device)
+    summary |= dict(smooth=bool(args.smooth), device=args.device, d3=bool(args.d3))
     if recorder.steps:
         energy, kinetic = recorder.potential[-1], recorder.kinetic[-1]
         summary |= dict(final_energy_per_atom_eV=energy / n)
