@@ -158,7 +158,9 @@ def relax_batch(
 
     Args:
         structures: ASE Atoms or pymatgen Structures (positions and cell in Å; not modified).
-        model: the TorchSim model (its device and dtype are used), or what
+        model: the TorchSim model (its device and dtype are used; any TorchSim model with
+            forces and stress, e.g. GPTFF + D3 as a
+            :class:`~gptff_core.torchsim_d3.SumTorchSimModel`), or what
             :class:`GPTFFTorchSimModel` takes (a registry name, a checkpoint path, a network),
             evaluated in float32 on the CPU then.
         fmax: eV/Å, convergence threshold.
@@ -196,7 +198,7 @@ def _checked_batch(
         GPTFFInputError: bad options, or ``relax_cell`` with a structure without a volume.
     """
     check_options(fmax, steps, "FIRE")
-    if not isinstance(model, GPTFFTorchSimModel):
+    if not isinstance(model, ModelInterface):  # a GPTFFTorchSimModel, or GPTFF + D3...
         model = GPTFFTorchSimModel(model)
     atoms_list = [as_atoms(s) for s in structures]
     if atoms_list and relax_cell and not all(has_volume(a) for a in atoms_list):

@@ -82,7 +82,8 @@ def campaign_items(generation, competing: Sequence[dict], settings) -> list[dict
         generation: the campaign's :class:`~gptff_flows.analysis.substitution.Generation`.
         competing: phases from :func:`normalise_competing`.
         settings: the :class:`~gptff_flows.schemas.screening.ScreeningSettings` hashed into
-            every key (all but ``model``, named by its checkpoint sha256).
+            every key (all but ``model``, named by its checkpoint sha256; ``dispersion`` only
+            when on, so the keys of campaigns without D3 stay those stored before it existed).
     """
     items = [_candidate_item(candidate) for candidate in generation.candidates]
     for phase in competing:
@@ -92,7 +93,8 @@ def campaign_items(generation, competing: Sequence[dict], settings) -> list[dict
                 | dict(relax_cell=True)
             )
     items += reference_items(_elements(items, competing))
-    return _keyed(items, settings.model_dump(exclude={"model"}))
+    hashed_out = {"model"} if getattr(settings, "dispersion", False) else {"model", "dispersion"}
+    return _keyed(items, settings.model_dump(exclude=hashed_out))
 
 
 def _candidate_item(candidate) -> dict:

@@ -16,6 +16,9 @@ STORE_HELP = (
     "~/.local/share/gptff/store"
 )
 
+D3_HELP = "add D3(BJ) dispersion for PBE to every GPTFF evaluation (needs torch-dftd, the d3 extra)"
+"""Help of the ``--d3`` option of the workflow commands whose Maker supports ``dispersion``."""
+
 
 def open_store(location: str | None, *, create: bool = True):
     """The job store at ``location`` (see ``STORE_HELP``), checked before any work: reachable,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gptff_core.cli import add_commands, arg, command, dump_json, read_structures
 from gptff_core.errors import GPTFFInputError
-from gptff_flows.cli.common import STORE_HELP, open_store, print_table
+from gptff_flows.cli.common import D3_HELP, STORE_HELP, open_store, print_table
 
 EOS_RUN_COLUMNS = (
     "file:s formula:s n_atoms:d v0_per_atom:.4f e0_per_atom:.5f b0:.2f b1:.2f "
@@ -37,6 +37,7 @@ def register(subparsers) -> None:
     arg("--fmax", type=float, default=0.05, help="eV/Å, relaxation threshold (%(default)s)"),
     arg("--plot-dir", metavar="DIR", help="PNG plots here (default: <store dir>/plots)"),
     arg("--no-plot", action="store_true", help="write no plots"),
+    arg("--d3", action="store_true", help=D3_HELP),
     epilog=(
         "The structure is relaxed (cell free), strained isotropically, each strained cell relaxed\n"
         "at fixed cell, and the energies fitted. V0 in Å³/atom, E0 in eV/atom, B0 in GPa.\n"
@@ -107,6 +108,7 @@ def _eos_maker(args: argparse.Namespace, plot_dir: str | None):
         dtype=args.dtype,
         smooth=args.smooth,
         device=args.device,
+        dispersion=args.d3,
         eos=args.eos,
         linear_strain=(-args.strain, args.strain),
         number_of_frames=args.points,

@@ -77,6 +77,12 @@ def _supercell(text: str) -> list[int]:
     arg("--lr", type=float, default=2e-4, help="initial learning rate (%(default)s)"),
     arg("--seed", type=int, default=0, help="random seed (%(default)s)"),
     arg("--no-smooth", action="store_true", help="no C² cutoff envelopes (see --smooth)"),
+    arg(
+        "--d3",
+        action="store_true",
+        help="add D3(BJ) dispersion for PBE to the MD (needs torch-dftd); the fine-tuning and "
+        "--learn train without it: only for labels without dispersion (PBE, not optB88-vdW)",
+    ),
     arg("--store", metavar="LOCATION", help=STORE_HELP),
     arg("--plot-dir", metavar="DIR", help="PNG plots here (default: <store dir>/plots)"),
     epilog=(
@@ -172,6 +178,7 @@ def _maker(args: argparse.Namespace, temperatures: list[float], supercell: list[
         dtype=args.dtype,
         smooth=True if args.smooth else (False if args.no_smooth else None),
         device=args.device,
+        dispersion=args.d3,
         plot_dir=args.plot_dir,
     )
 

@@ -17,7 +17,7 @@ from gptff_core.cli import add_commands, arg, command, dump_json, read_structure
 from gptff_core.errors import ExitCode, GPTFFInputError
 from gptff_core.paths import check_output_dir
 from gptff_core.validation import check_structure
-from gptff_flows.cli.common import STORE_HELP, open_store, print_table
+from gptff_flows.cli.common import D3_HELP, STORE_HELP, open_store, print_table
 
 RANKING_COLUMNS = (
     "rank:d formula:s label:s status:s e_form_per_atom:.4f e_above_hull:.4f n_steps:d "
@@ -84,6 +84,7 @@ def _competing(paths: list[str]) -> dict:
     arg("--chunk-size", type=int, default=64, help="structures per batched chunk (%(default)s)"),
     arg("--fmax", type=float, default=0.05, help="eV/Å, relaxation threshold (%(default)s)"),
     arg("--steps", type=int, default=500, help="maximum FIRE steps (%(default)s)"),
+    arg("--d3", action="store_true", help=D3_HELP),
     arg("--min-atoms", type=int, default=64,
         help="final energies on supercells of at least this many atoms (%(default)s)"),
     arg("--volume-scaling", default="ionic-radii", choices=["ionic-radii", "data-mined", "none"]),
@@ -142,6 +143,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         smooth=args.smooth,
         device=args.device,
+        dispersion=args.d3,
         fmax=args.fmax,
         steps=args.steps,
         chunk_size=args.chunk_size,

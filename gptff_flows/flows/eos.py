@@ -19,6 +19,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from atomate2.common.jobs.eos import EOSPostProcessor
 from atomate2.forcefields.flows.eos import ForceFieldEosMaker
@@ -41,7 +42,8 @@ logger = logging.getLogger(__name__)
 class GPTFFEosMaker(GPTFFOptions, ForceFieldEosMaker):
     """Energy–volume curve and EOS fit of a structure with GPTFF.
 
-    ``model``, ``dtype``, ``smooth``, ``device`` and ``calculator_kwargs`` are
+    ``model``, ``dtype``, ``smooth``, ``device``, ``dispersion`` (D3(BJ) added to every
+    relaxation, hence to the fitted energies and B0) and ``calculator_kwargs`` are
     :class:`~gptff_flows.options.GPTFFOptions`' (passed to both relaxation Makers).
 
     Args:
@@ -57,6 +59,8 @@ class GPTFFEosMaker(GPTFFOptions, ForceFieldEosMaker):
         plot_dir: directory for a PNG of the fit written by the last job (``None``: no plot);
             a relative path is resolved against the working directory when the Maker is built.
     """
+
+    supports_dispersion: ClassVar[bool] = True
 
     name: str = "GPTFF EOS"
     eos: str = "birch_murnaghan"
@@ -87,7 +91,7 @@ class GPTFFEosMaker(GPTFFOptions, ForceFieldEosMaker):
         """GPTFF relaxations with this Maker's options where none were given (cell free first,
         then cell fixed); refuse relaxation Makers that are not GPTFF's."""
         options = dict(model=self.model, dtype=self.dtype, smooth=self.smooth, device=self.device)
-        options |= dict(calculator_kwargs=dict(self.calculator_kwargs))
+        options |= dict(dispersion=self.dispersion, calculator_kwargs=dict(self.calculator_kwargs))
         relax_kwargs = {"fmax": self.relax_fmax}
         if self.initial_relax_maker is None:
             self.initial_relax_maker = GPTFFRelaxMaker(**options, relax_kwargs=relax_kwargs)
@@ -99,6 +103,11 @@ class GPTFFEosMaker(GPTFFOptions, ForceFieldEosMaker):
             if not isinstance(getattr(self, field_name), GPTFFRelaxMaker):
                 raise GPTFFInputError(
                     f"{field_name} must be a GPTFFRelaxMaker (its documents carry the provenance)"
+                )
+            if getattr(self, field_name).dispersion != self.dispersion:
+                raise GPTFFInputError(
+                    f"{field_name}.dispersion must equal dispersion={self.dispersion}: the fitted "
+                    "points would mix energies with and without D3"
                 )
 
     def make(self, structure: Structure, prev_dir: str | Path | None = None) -> Flow:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from jobflow import Flow, Maker, OutputReference
 from pymatgen.core import Structure
@@ -75,8 +76,16 @@ def checkpoint_smooth(model: str) -> bool:
 class FineTuneMDMaker(GPTFFOptions, Maker):
     """Fine-tune GPTFF on your data, run MD at several temperatures, report D, σ and Ea.
 
-    ``model`` (the network fine-tuned), ``dtype``, ``device`` and ``calculator_kwargs`` (of the
-    MD calculator) are :class:`~gptff_flows.options.GPTFFOptions`'; ``smooth`` below.
+    ``model`` (the network fine-tuned), ``dtype``, ``device``, ``dispersion`` and
+    ``calculator_kwargs`` (of the MD calculator) are :class:`~gptff_flows.options.GPTFFOptions`';
+    ``smooth`` below.
+
+    ``dispersion=True`` adds D3(BJ) for PBE to the MD only: the fine-tuning trains GPTFF alone,
+    without D3, on the labels as given, and D3 is added when the fine-tuned network is evaluated.
+    That is right for labels from a functional without dispersion (PBE, as the published
+    networks'); labels that already contain van der Waals (optB88-vdW, PBE+D3, ...) would count
+    it twice, so leave ``dispersion`` off with them. The MD documents record it
+    (``gptff.dispersion``, ``gptff.dispersion_settings``).
 
     Args:
         name: flow name.
@@ -133,6 +142,7 @@ class FineTuneMDMaker(GPTFFOptions, Maker):
     file_format: str | None = None
     skin: float = 1.0
     plot_dir: str | None = None
+    supports_dispersion: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.plot_dir = absolute_dir(self.plot_dir)
@@ -213,6 +223,8 @@ class FineTuneMDMaker(GPTFFOptions, Maker):
         extra = (
             {"calculator_kwargs": dict(self.calculator_kwargs)} if self.calculator_kwargs else {}
         )
+        if self.dispersion:  # likewise only when on
+            extra["dispersion"] = True
         return dict(
             ensemble=self.ensemble,
             time_step=float(self.time_step),
@@ -314,6 +326,8 @@ class FineTuneMDMaker(GPTFFOptions, Maker):
             checkpoint = jobs[0].output.checkpoint
         md_jobs = self._md_jobs(checkpoint, structure, settings)
         inputs = {**asdict(self), "train_files": files, "valid_files": valid}
+        if not self.dispersion:  # older runs keep their input hash
+            inputs.pop("dispersion", None)
         if checkpoint is not None and not jobs:  # only then: older runs keep their input hash
             inputs["given_checkpoint"] = True
         inputs["smooth"] = settings["smooth"]  # as used, not None

@@ -66,6 +66,12 @@ class ActiveLearningMaker(GPTFFOptions, Maker):
     ``calculator_kwargs`` (of the MD calculators) are
     :class:`~gptff_flows.options.GPTFFOptions`'; ``smooth`` None means on (training and MD
     with the C² envelopes, as :class:`~gptff_flows.flows.finetune_md.FineTuneMDMaker`).
+    ``dispersion=True`` is refused (:meth:`check_options`): the loop fits the committee to the
+    labeller's first-principles energies and forces, samples with it and measures its errors
+    against them, so D3 belongs to none of these steps (with labels that already contain van der
+    Waals, optB88-vdW as in the GPTFF paper, it would also be counted twice). Add D3 when the
+    final model is used, e.g. :func:`~gptff_flows.flows.finetune_md.learned_md_flow` with
+    ``FineTuneMDMaker(dispersion=True)``, and only for labels without dispersion (PBE).
 
     Args:
         name: flow name.
@@ -116,6 +122,18 @@ class ActiveLearningMaker(GPTFFOptions, Maker):
     seed: int = 0
     skin: float = 1.0
     retry_failed_labels: bool = False
+
+    def check_options(self) -> None:
+        """:meth:`GPTFFOptions.check_options`, refusing ``dispersion=True`` with the reason (see
+        the class docstring)."""
+        if self.dispersion is True:
+            raise GPTFFInputError(
+                "dispersion=True is refused by ActiveLearningMaker: the committee is fitted to "
+                "and judged against the first-principles labels, which D3 is not part of (and "
+                "vdW labels such as optB88-vdW already include); add D3 to the MD with the final "
+                "model instead (FineTuneMDMaker(dispersion=True)), for labels without dispersion"
+            )
+        super().check_options()
 
     def _check_md(self) -> None:
         """Refuse MD settings the loop cannot run (the message names the field and unit)."""

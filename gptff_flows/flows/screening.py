@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from jobflow import Flow, Maker
 from pymatgen.core import Structure
@@ -43,8 +44,9 @@ from gptff_flows.options import GPTFFOptions, absolute_dir, require_int, require
 class SubstitutionScreeningMaker(GPTFFOptions, Maker):
     """Substitution screening campaign: generate, relax in chunks, rank by energy above hull.
 
-    ``model``, ``dtype``, ``smooth`` and ``device`` as in
-    :class:`~gptff_flows.options.GPTFFOptions`; ``calculator_kwargs`` must stay empty (the
+    ``model``, ``dtype``, ``smooth``, ``device`` and ``dispersion`` (D3(BJ) added to the
+    relaxations, the final energies and the references alike; part of every structure's key) as
+    in :class:`~gptff_flows.options.GPTFFOptions`; ``calculator_kwargs`` must stay empty (the
     relaxations run as TorchSim batches, which take no calculator options).
 
     Args:
@@ -68,6 +70,8 @@ class SubstitutionScreeningMaker(GPTFFOptions, Maker):
         lookup_store: store location where earlier results are looked up (``None``: the running
             job's store; see the module docstring for jobflow-remote).
     """
+
+    supports_dispersion: ClassVar[bool] = True
 
     name: str = "GPTFF screening"
     campaign: str | None = None
@@ -169,8 +173,10 @@ class SubstitutionScreeningMaker(GPTFFOptions, Maker):
         return self.campaign or self.name
 
     def _options(self) -> dict:
-        """The fields the generation job takes (JSON numbers and text)."""
-        return dict(
+        """The fields the generation job takes (JSON numbers and text; ``dispersion`` only when
+        on, so the job's inputs without D3 are those of earlier versions)."""
+        extra = {"dispersion": True} if self.dispersion else {}
+        return extra | dict(
             name=self.name,
             campaign_id=self.campaign_id,
             model=str(self.model),

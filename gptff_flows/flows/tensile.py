@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from ase.build import bulk
@@ -58,8 +59,9 @@ def oriented_hcp_cell(
 class TensileMDMaker(GPTFFOptions, Maker):
     """Strain a crystal step by step along one lattice vector, NVT MD at each strain.
 
-    ``model``, ``dtype``, ``device`` and ``calculator_kwargs`` are
-    :class:`~gptff_flows.options.GPTFFOptions`'; ``smooth`` is off by default (below).
+    ``model``, ``dtype``, ``device``, ``dispersion`` (D3(BJ) added to the MD forces and stress)
+    and ``calculator_kwargs`` are :class:`~gptff_flows.options.GPTFFOptions`'; ``smooth`` is
+    off by default (below).
 
     Args:
         name: flow name.
@@ -99,6 +101,7 @@ class TensileMDMaker(GPTFFOptions, Maker):
     snapshot_interval: int = 50
     seed: int = 0
     smooth: bool | None = field(default=False, kw_only=True)
+    supports_dispersion: ClassVar[bool] = True
     skin: float = 1.0
     tdamp: float | None = None
     two_theta_range: tuple[float, float] = (30.0, 50.0)
@@ -187,6 +190,8 @@ class TensileMDMaker(GPTFFOptions, Maker):
         )
         if self.calculator_kwargs:  # only then, so the settings of other runs stay as they were
             settings["calculator_kwargs"] = dict(self.calculator_kwargs)
+        if self.dispersion:  # likewise
+            settings["dispersion"] = True
         return settings
 
     def make(self, structure: Structure) -> Flow:

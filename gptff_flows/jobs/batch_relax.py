@@ -35,14 +35,35 @@ logger = logging.getLogger(__name__)
 _NETWORKS: dict[tuple, object] = {}
 
 
-def torchsim_model(model: str, dtype: str, smooth: bool | None, device: str = "cpu"):
-    """A :class:`~gptff_core.torchsim.GPTFFTorchSimModel`, loaded once per process."""
-    key = (model, dtype, smooth, device)
+def torchsim_model(
+    model: str, dtype: str, smooth: bool | None, device: str = "cpu", dispersion: bool = False
+):
+    """A :class:`~gptff_core.torchsim.GPTFFTorchSimModel`, loaded once per process; with
+    ``dispersion``, the sum of it and D3(BJ) for PBE in its dtype and on its device (a
+    :class:`~gptff_core.torchsim_d3.SumTorchSimModel` whose first model is GPTFF's)."""
+    key = (model, dtype, smooth, device, dispersion)
     if key not in _NETWORKS:
         from gptff_core.torchsim import GPTFFTorchSimModel
 
-        _NETWORKS[key] = GPTFFTorchSimModel(model, dtype=dtype, smooth=smooth, device=device)
+        network = GPTFFTorchSimModel(model, dtype=dtype, smooth=smooth, device=device)
+        if dispersion:
+            from gptff_core.torchsim_d3 import D3TorchSimModel, SumTorchSimModel
+
+            d3 = D3TorchSimModel(device=network.device, dtype=network.dtype)
+            network = SumTorchSimModel(network, d3)
+        _NETWORKS[key] = network
     return _NETWORKS[key]
+
+
+def gptff_network(model):
+    """The GPTFF network (:class:`~gptff_core.model.GPTFF`) of a :func:`torchsim_model`."""
+    return model.models[0].model if hasattr(model, "models") else model.model
+
+
+def d3_of(model):
+    """The :class:`~gptff_core.dispersion.D3Dispersion` of a :func:`torchsim_model` (None
+    without dispersion)."""
+    return model.models[1].d3 if hasattr(model, "models") else None
 
 
 def precheck(structure: Structure, label: str):
@@ -75,7 +96,7 @@ def relax_group(atoms_list, network, fmax: float, steps: int, relax_cell: bool):
         logger.info("batch of %d stopped (%s); relaxing one by one", len(atoms_list), error)
     from gptff_core import GPTFFCalculator
 
-    calculator = GPTFFCalculator(network.model)
+    calculator = GPTFFCalculator(gptff_network(network), dispersion=d3_of(network) is not None)
     results = []
     for atoms in atoms_list:
         try:
@@ -93,14 +114,16 @@ def final_energies(structures, network, min_atoms: int) -> list[float | Exceptio
     cells = [supercell(atoms, min_atoms) for atoms in structures]
     if not cells:
         return []
+    options = dict(forces=False, stress=False, progress=False)
+    options["dispersion"] = d3_of(network) is not None
     try:
-        energies = predict(cells, network.model, forces=False, stress=False, progress=False)
+        energies = predict(cells, gptff_network(network), **options)
         values = [float(e) / len(c) for e, c in zip(energies.energies, cells, strict=True)]
     except Exception:  # evaluate one by one so only the culprit fails
         values = []
         for cell in cells:
             try:
-                one = predict([cell], network.model, forces=False, stress=False, progress=False)
+                one = predict([cell], gptff_network(network), **options)
                 values.append(float(one.energies[0]) / len(cell))
             except Exception as error:
                 values.append(error)
@@ -124,9 +147,11 @@ def relax_items(
         device: torch device of the evaluation.
     """
     start = time.perf_counter()
-    network = torchsim_model(settings.model, settings.dtype, settings.smooth, device)
+    network = torchsim_model(
+        settings.model, settings.dtype, settings.smooth, device, settings.dispersion
+    )
     provenance = GPTFFProvenance.from_calculator(
-        SimpleNamespace(model=network.model), "relax", settings.model
+        SimpleNamespace(model=gptff_network(network), d3=d3_of(network)), "relax", settings.model
     )
     policy = CellPolicy(min_atoms=settings.min_atoms)
     fields = [item_fields(item, campaign_id, settings, policy, provenance) for item in items]

@@ -147,6 +147,7 @@ def _md_maker(network: str, temperature: float, settings: dict):
         dtype=settings["dtype"],
         smooth=settings["smooth"],
         device=settings["device"],
+        dispersion=settings.get("dispersion", False),
         calculator_kwargs=calculator_kwargs,
         ensemble=ensemble,
         dynamics=DYNAMICS[ensemble],

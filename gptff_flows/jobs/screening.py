@@ -113,6 +113,7 @@ def _settings(options: dict) -> ScreeningSettings:
         fmax=options["fmax"],
         steps=options["steps"],
         min_atoms=options["min_atoms"],
+        dispersion=options.get("dispersion", False),
     )
 
 

@@ -109,6 +109,7 @@ def _calculator(settings: dict):
         dtype=settings["dtype"],
         smooth=settings["smooth"],
         device=settings["device"],
+        dispersion=settings.get("dispersion", False),
         calculator_kwargs={**settings.get("calculator_kwargs", {}), "skin": settings["skin"]},
     )
     return options.make_calculator()

@@ -3,7 +3,8 @@
 * :class:`GPTFFDocument` — the fields every workflow's document starts with (formula, chemical
   system, atoms, provenance); :func:`formula_fields` fills the first three from a structure.
 * :class:`GPTFFProvenance` — which network produced a result: model name, checkpoint path and
-  sha256, dtype, smooth flag, device and the ``gptff`` package version.
+  sha256, dtype, smooth flag, device, model version, neighbour-list skin, D3 dispersion (and its
+  settings) and the ``gptff`` package version.
 * :class:`GPTFFTaskDocument` — atomate2's ``ForceFieldTaskDocument`` unchanged (energies in eV,
   forces in eV/Å, stress as atomate2 stores it) plus a ``gptff`` provenance block; static, relax and
   MD jobs return it.
@@ -49,14 +50,40 @@ class GPTFFProvenance(BaseModel):
     three_body_window: float = Field(description="Å, envelope width below the 3.5 Å cutoff")
     device: str = Field(description="torch device the network ran on")
     gptff_version: str = Field(description="version of the gptff package")
+    model_version: str | None = Field(
+        None, description="'v1' or 'v2' (transformer blocks); None in older documents"
+    )
+    skin: float | None = Field(
+        None,
+        description="Å, neighbour-list skin of the ASE calculator; None where none was used "
+        "(TorchSim batches) or in older documents",
+    )
+    dispersion: bool = Field(
+        False, description="whether D3 dispersion was added (False in older documents)"
+    )
+    dispersion_settings: dict | None = Field(
+        None,
+        description="D3 settings when dispersion is on (D3Dispersion.settings(): functional, "
+        "damping, its parameters (a2 in bohr under 'rs18'), cutoff and cn_cutoff in Å)",
+    )
 
     @classmethod
     def from_calculator(cls, calculator, job_type: JobType, model: str) -> GPTFFProvenance:
-        """Provenance of a :class:`~gptff_core.calculator.GPTFFCalculator` that has been used."""
+        """Provenance of a :class:`~gptff_core.calculator.GPTFFCalculator` that has been used
+        (``skin``, ``dispersion`` from its ``parameters``, the D3 settings from its ``d3``); any
+        object with a loaded network as ``model`` (and optionally ``parameters``, ``d3``)."""
         network = calculator.model
         source = network.source
         parameter = next(network.parameters())
+        parameters = dict(getattr(calculator, "parameters", None) or {})
+        d3 = getattr(calculator, "d3", None)
+        skin = parameters.get("skin")
         return cls(
+            model_version=parameters.get("model_version")
+            or ("v2" if network.config.transformer else "v1"),
+            skin=None if skin is None else float(skin),
+            dispersion=bool(parameters.get("dispersion", d3 is not None)),
+            dispersion_settings=d3.settings() if d3 is not None else None,
             job_type=job_type,
             model=str(model),
             model_name=source.name,

@@ -61,6 +61,9 @@ class ScreeningSettings(BaseModel):
     fmax: float = Field(description="eV/Å, force threshold of the relaxations")
     steps: int = Field(description="maximum FIRE steps per relaxation")
     min_atoms: int = Field(description="atoms, minimum size of the final-energy supercell")
+    dispersion: bool = Field(
+        False, description="D3(BJ) dispersion added to every energy (False in older documents)"
+    )
 
 
 class CandidateDocument(GPTFFDocument):
