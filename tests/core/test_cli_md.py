@@ -60,11 +60,14 @@ def test_nvt_writes_every_interval_and_the_last_step_then_resumes(capsys, tmp_pa
     np.testing.assert_allclose(resumed[3].positions, frames[3].positions)
 
 
+SEED = "3"  # any seed passes (checked 1, 2, 3, 5, 7); fixed so the run is repeatable
+
+
 def test_nve_float64_conserves_the_calculators_energy(capsys, tmp_path):
     traj = tmp_path / "nve.traj"
     argv = [str(EXAMPLE), "--ensemble", "nve", "--temperature", "300", "--steps", "20"]
     argv += ["--interval", "4", "--trajectory", str(traj), "--dtype", "float64", "--smooth"]
-    code, summary, err = run_md(capsys, *argv, "--seed", "3")
+    code, summary, err = run_md(capsys, *argv, "--seed", SEED, "--timestep", "0.5")
     assert code == 0, err
     frames, steps = frames_steps(traj)
     assert steps == [0, 4, 8, 12, 16, 20]
