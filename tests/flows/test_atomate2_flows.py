@@ -193,3 +193,31 @@ def test_npt_runs_with_only_the_ensemble_named(dynamics):
     else:
         assert kwargs["tdamp"] == pytest.approx(100 * maker.time_step * units.fs)
         assert kwargs["pdamp"] == pytest.approx(1000 * maker.time_step * units.fs)
+
+
+def test_neb_of_a_vacancy_hop_records_gptff_energies_and_a_symmetric_barrier(calc):
+    """atomate2's NEB from images with GPTFF: a nearest-neighbour vacancy hop in fcc Cu, whose
+    path is symmetric, so the forward and reverse barriers agree; every recorded energy is the
+    calculator's own on the recorded image."""
+    from atomate2.forcefields.neb import ForceFieldNebFromImagesMaker
+
+    crystal = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    start, end = crystal.copy(), crystal.copy()
+    hop = int(np.argsort(np.linalg.norm(crystal.positions - crystal.positions[0], axis=1))[1])
+    end.positions[hop] = crystal.positions[0]  # the neighbour moves into the vacancy at site 0
+    del start[0], end[0]
+    images = [start.copy() for _ in range(5)]
+    for k, image in enumerate(images):
+        image.positions = start.positions + (end.positions - start.positions) * k / 4
+    adaptor = AseAtomsAdaptor()
+    # no from_force_field_name on this Maker: atomate2's own way of naming a force field
+    maker = ForceFieldNebFromImagesMaker(**gptff_force_field(dtype="float64")._asdict(), steps=300)
+    job = maker.make([adaptor.get_structure(image) for image in images])
+    result = _run(job)[job.uuid][1].output
+    assert len(result.images) == len(result.energies) == 5
+    for structure, energy in zip(result.images, result.energies, strict=True):
+        atoms = adaptor.get_atoms(structure)
+        atoms.calc = calc
+        assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
+    assert result.forward_barrier > 0.1  # eV: a vacancy hop in Cu is not free
+    assert result.forward_barrier == pytest.approx(result.reverse_barrier, abs=5e-3)
