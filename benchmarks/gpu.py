@@ -26,6 +26,7 @@ untimed warm-up steps; CUDA is synchronised before every clock reading.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import resource
@@ -100,12 +101,14 @@ def nose_hoover_seconds(calculator, atoms: Atoms, steps: int, warm_up: int, devi
 
 
 def chgnet_calculator(device: torch.device):
-    """CHGNet's ASE calculator on ``device``, or None where CHGNet is not installed."""
+    """CHGNet's ASE calculator on ``device``, or None where CHGNet is not installed. What CHGNet
+    prints while loading goes to stderr: stdout carries only the JSON lines."""
     try:
         from chgnet.model import CHGNet, CHGNetCalculator
     except ImportError:
         return None
-    return CHGNetCalculator(CHGNet.load(verbose=False), use_device=device.type)
+    with contextlib.redirect_stdout(sys.stderr):
+        return CHGNetCalculator(CHGNet.load(verbose=False), use_device=device.type)
 
 
 def ase_md_record(case, args, atoms, steps, warm_up) -> dict:
