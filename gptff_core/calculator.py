@@ -106,11 +106,6 @@ class GPTFFCalculator(Calculator):
     ) -> None:
         super().calculate(atoms, properties, system_changes)
         self.results = self.results_for(self.graph_of(self.atoms), self.atoms)
-        if self.d3 is not None:
-            from gptff_core.dispersion import add_results, dispersion_results
-
-            extra = dispersion_results(self.d3, self.atoms, stress="stress" in self.results)
-            self.results = add_results(self.results, extra)
 
     def graph_of(self, atoms: Atoms) -> Graph:
         """The graph of ``atoms`` in this calculator's dtype and on its device (with ``skin``,
@@ -120,8 +115,9 @@ class GPTFFCalculator(Calculator):
         return self.graph_builder.build(atoms, dtype=self._dtype, device=self._device)
 
     def results_for(self, graph: Graph, atoms: Atoms) -> dict:
-        """ASE results of this network on ``graph`` (of ``atoms``): energy (eV), forces (eV/Å)
-        and, for a cell with a volume, stress (Voigt, eV/Å³, ASE sign)."""
+        """ASE results of this network on ``graph`` (of ``atoms``), D3 included when the
+        calculator adds it: energy (eV), forces (eV/Å) and, for a cell with a volume, stress
+        (Voigt, eV/Å³, ASE sign)."""
         has_volume = bool(graph.volumes[0] > 0)
         result = evaluate(self.model, graph, forces=True, stress=has_volume)
         require_finite(result, graph, [atoms.get_chemical_formula()])
@@ -134,6 +130,11 @@ class GPTFFCalculator(Calculator):
         if result.stress is not None:
             stress = result.stress[0].cpu().numpy().astype(np.float64)
             results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        if self.d3 is not None:
+            from gptff_core.dispersion import add_results, dispersion_results
+
+            extra = dispersion_results(self.d3, atoms, stress="stress" in results)
+            results = add_results(results, extra)
         return results
 
 

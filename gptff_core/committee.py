@@ -121,6 +121,11 @@ class CommitteeCalculator(Calculator):
         smooth: bool | None = None,
         **kwargs,
     ):
+        if kwargs.get("dispersion"):  # else ASE would keep it as a parameter and do nothing
+            raise GPTFFInputError(
+                "CommitteeCalculator does not add D3 dispersion: the members' disagreement is "
+                "the same with or without it; add D3 to the model you run, not the committee"
+            )
         member_options = {k: kwargs.pop(k) for k in MEMBER_OPTIONS if k in kwargs}
         super().__init__(**kwargs)
         self.members = [

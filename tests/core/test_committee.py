@@ -144,6 +144,13 @@ def test_refuses_a_committee_of_one_and_passes_member_options(tiny_members):
     assert committee.label == "c"
 
 
+def test_refuses_dispersion_instead_of_keeping_it_as_an_unused_parameter(tiny_members):
+    """ASE keeps unknown keywords as parameters: the committee recorded dispersion=True and
+    added no D3."""
+    with pytest.raises(GPTFFInputError, match="D3"):
+        CommitteeCalculator(tiny_members, dtype="float64", dispersion=True)
+
+
 def test_train_committee_seeds_directories_and_resume(tmp_path, emt_frames):
     base = new_network(TINY, seed=1)
     before = {k: v.clone() for k, v in base.state_dict().items()}

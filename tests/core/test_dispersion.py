@@ -241,3 +241,14 @@ def test_cuda_equals_cpu(d3):
     torch.testing.assert_close(got.energy.cpu(), want.energy, rtol=0, atol=1e-9)
     torch.testing.assert_close(got.forces.cpu(), want.forces, rtol=0, atol=1e-9)
     torch.testing.assert_close(got.stress.cpu(), want.stress, rtol=0, atol=1e-9)
+
+
+def test_results_for_a_graph_include_d3(combined):
+    """The graph route (``graph_of`` + ``results_for``, as the committee uses it) gives what
+    ``calculate`` gives, D3 included."""
+    atoms = salt()
+    expected = results(atoms, combined)
+    got = combined.results_for(combined.graph_of(atoms), atoms)
+    assert got["energy"] == pytest.approx(expected[0], abs=EXACT)
+    np.testing.assert_allclose(got["forces"], expected[1], rtol=0, atol=EXACT)
+    np.testing.assert_allclose(got["stress"], expected[2], rtol=0, atol=EXACT)
